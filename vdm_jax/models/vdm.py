@@ -1,0 +1,83 @@
+"""Text-to-video VDM: a caption encoder feeding the 3D UNet, and the model builder."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vdm_jax.models.text_encoder import PAD_ID, TextEncoder
+from vdm_jax.models.unet3d import VARIANTS, UNet3D
+
+KNOWN_MODELS = ("unet3d",)
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+class TextToVideoUNet(nn.Module):
+    """Encodes caption tokens and runs the UNet with them as cross-attention context."""
+
+    unet: UNet3D
+    text: TextEncoder
+
+    def __call__(self, x, t, tokens, image_frames=None, *, train=False):
+        """``x (b, t, h, w, c)``, ``t (b,)`` in [0, 1], ``tokens (b, L) int32`` (0 = PAD),
+        ``image_frames (b, t)`` bool -> ``(b, t, h, w, out_channels)`` float32."""
+        if tokens.ndim != 2 or tokens.shape[0] != x.shape[0]:
+            raise ValueError(f"tokens must be (b, L) with b={x.shape[0]}, got {tokens.shape}")
+        context = self.text(tokens)
+        return self.unet(x, t, context, tokens != PAD_ID, image_frames, train=train)
+
+
+def _dtype(name) -> jnp.dtype:
+    if not isinstance(name, str):
+        return name
+    if name not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {name!r}")
+    return _DTYPES[name]
+
+
+def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
+    """Builds the model named by ``model_cfg.name`` (see :func:`model_config` for fields).
+
+    Optional fields: ``num_groups`` (None), ``remat`` (False), ``dtype`` ("float32").
+    """
+    if model_cfg.name not in KNOWN_MODELS:
+        raise ValueError(f"unknown model name {model_cfg.name!r}; known: {list(KNOWN_MODELS)}")
+    dtype = _dtype(model_cfg.get("dtype", "float32"))
+    unet = UNet3D(
+        out_channels=model_cfg.out_channels,
+        channels=model_cfg.channels,
+        channel_mult=tuple(model_cfg.channel_mult),
+        num_res_blocks=model_cfg.num_res_blocks,
+        attention_levels=tuple(model_cfg.attention_levels),
+        head_dim=model_cfg.head_dim,
+        conv=model_cfg.conv,
+        temporal_attention=model_cfg.temporal_attention,
+        dropout=model_cfg.dropout,
+        num_groups=model_cfg.get("num_groups", None),
+        remat=model_cfg.get("remat", False),
+        dtype=dtype,
+    )
+    tc = model_cfg.text
+    text = TextEncoder(
+        vocab_size=tc.vocab_size, width=tc.width, depth=tc.depth, num_heads=tc.num_heads,
+        max_len=tc.max_len, dtype=dtype,
+    )
+    return TextToVideoUNet(unet=unet, text=text)
+
+
+def model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
+    """A model config for a named size in ``unet3d.VARIANTS`` (``name="unet3d"``)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+    cfg = ml_collections.ConfigDict(dict(name="unet3d", **VARIANTS[variant]))
+    cfg.num_groups = ml_collections.config_dict.placeholder(int)
+    cfg.remat = False
+    cfg.dtype = "float32"
+    return cfg
+
+
+def count_params(model: nn.Module, *args, **kwargs) -> int:
+    """Parameter count from ``jax.eval_shape`` of ``model.init`` (no memory is allocated)."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))
+    leaves = jax.tree.leaves(nn.meta.unbox(shapes["params"]))
+    return int(sum(leaf.size for leaf in leaves))

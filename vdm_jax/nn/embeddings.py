@@ -1,0 +1,66 @@
+"""Timestep embeddings: sinusoidal features of a continuous time and an MLP on top."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+
+
+def timestep_embedding(
+    t: jax.Array, dim: int, *, max_period: float = 10_000.0, time_scale: float = 1000.0
+) -> jax.Array:
+    """Sinusoidal embedding ``[cos, sin]`` of continuous times.
+
+    Args:
+      t: ``(b,)`` times in ``[0, 1]``; multiplied by ``time_scale`` (1000) first so frequencies
+        match models trained on 1000 discrete steps.
+      dim: embedding size (odd sizes get a zero last column).
+
+    Returns:
+      ``(b, dim)`` float32.
+    """
+    t = jnp.asarray(t, jnp.float32)
+    if t.ndim != 1:
+        raise ValueError(f"timestep_embedding expects t of shape (b,), got {t.shape}")
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = (t * time_scale)[:, None] * freqs[None, :]
+    emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+    if dim % 2:
+        emb = jnp.pad(emb, ((0, 0), (0, 1)))
+    return emb
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features of ``t`` followed by Dense -> SiLU -> Dense.
+
+    Attributes:
+      features: output size (a UNet uses 4x its base channels).
+      frequency_dim: size of the sinusoidal features (default ``features // 4``).
+    """
+
+    features: int
+    frequency_dim: int | None = None
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, t: jax.Array) -> jax.Array:
+        """``t (b,)`` in ``[0, 1]`` -> ``(b, features)``."""
+        x = timestep_embedding(t, self.frequency_dim or max(self.features // 4, 2))
+        init = nn.initializers.lecun_normal()
+        x = nn.Dense(
+            self.features, dtype=self.dtype,
+            kernel_init=nn.with_logical_partitioning(init, ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+            name="linear_1",
+        )(x)
+        x = nn.silu(x)
+        return nn.Dense(
+            self.features, dtype=self.dtype,
+            kernel_init=nn.with_logical_partitioning(init, ("mlp", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="linear_2",
+        )(x)

@@ -1,0 +1,91 @@
+"""Assembles a run's parts from its config: data source, tokenizer, model, schedule, optimizer.
+
+Training and sampling both build from here, so a checkpoint's saved config rebuilds exactly the
+model it was trained with.
+"""
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from vdm_jax.data.sources import build_source, build_tokenizer
+from vdm_jax.data.tokenizer import WordTokenizer
+from vdm_jax.diffusion import Schedule, get_schedule
+from vdm_jax.models.vdm import build_model
+from vdm_jax.train.optim import make_optimizer
+from vdm_jax.train.state import TrainState
+from vdm_jax.train.step import StepSettings
+
+
+@dataclasses.dataclass
+class Experiment:
+    config: ml_collections.ConfigDict
+    tokenizer: WordTokenizer
+    model: nn.Module
+    schedule: Schedule
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        """``(t, h, w, c)`` of one training clip."""
+        data = self.config.data
+        h, w = _pair(data.resolution)
+        return (data.num_frames, h, w, 3)
+
+    def step_settings(self) -> StepSettings:
+        d, t = self.config.diffusion, self.config.train
+        return StepSettings(
+            schedule=self.schedule,
+            parameterization=d.parameterization,
+            loss_weighting=d.loss_weighting,
+            cond_drop_rate=d.cond_drop_rate,
+            ema_decay=t.ema_decay,
+            num_image_frames=t.num_image_frames,
+        )
+
+    def optimizer(self) -> optax.GradientTransformation:
+        return make_optimizer(self.config.train)
+
+    def init_params(self, key: jax.Array):
+        """Initialises the model on a one-example dummy batch; returns unboxed params."""
+        video = jnp.zeros((1, *self.video_shape), jnp.float32)
+        tokens = jnp.asarray(self.tokenizer.null_tokens())[None]
+        variables = self.model.init(key, video, jnp.zeros((1,)), tokens)
+        return nn.meta.unbox(variables["params"])
+
+    def init_state(self) -> TrainState:
+        root = jax.random.PRNGKey(self.config.seed)
+        init_key, train_key = jax.random.split(root)
+        return TrainState.create(self.init_params(init_key), self.optimizer(), train_key)
+
+
+def _pair(resolution) -> tuple[int, int]:
+    if isinstance(resolution, int):
+        return resolution, resolution
+    h, w = resolution
+    return int(h), int(w)
+
+
+def build_experiment(
+    config: ml_collections.ConfigDict,
+    *,
+    tokenizer: WordTokenizer | None = None,
+    source=None,
+) -> Experiment:
+    """Builds the parts; fills ``config.model.text.vocab_size`` and ``max_len`` from the
+    tokenizer (taken from a checkpoint when given, else built for the training source)."""
+    if tokenizer is None:
+        source = source if source is not None else build_source(config.data, split="train")
+        tokenizer = build_tokenizer(config.data, source)
+    with config.unlocked():
+        config.model.text.vocab_size = tokenizer.vocab_size
+        config.model.text.max_len = tokenizer.max_len
+    return Experiment(
+        config=config,
+        tokenizer=tokenizer,
+        model=build_model(config.model),
+        schedule=get_schedule(config.diffusion.schedule, **config.diffusion.schedule_kwargs),
+    )

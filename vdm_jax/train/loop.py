@@ -1,0 +1,163 @@
+"""The training loop: short functions plus hooks (log, checkpoint, sample)."""
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from vdm_jax.data.pipeline import make_pipeline
+from vdm_jax.data.sources import build_source
+from vdm_jax.train.checkpoint import Checkpointer
+from vdm_jax.train.experiment import Experiment, build_experiment
+from vdm_jax.train.metrics import MetricsWriter
+from vdm_jax.train.samples import SampleHook
+from vdm_jax.train.state import TrainState
+from vdm_jax.train.step import make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a training run holds between steps."""
+
+    experiment: Experiment
+    workdir: Path
+    state: TrainState
+    data_iterator: object
+    train_step: Callable
+    checkpointer: Checkpointer
+    writer: MetricsWriter
+    hooks: list
+
+    @property
+    def config(self) -> ml_collections.ConfigDict:
+        return self.experiment.config
+
+    def meta(self) -> dict:
+        """What a checkpoint stores besides arrays: the config and the tokenizer."""
+        return {
+            "config": json.loads(self.config.to_json()),
+            "tokenizer": self.experiment.tokenizer.to_dict(),
+        }
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
+    """Builds the run and resumes from ``workdir`` when it holds a checkpoint."""
+    workdir = Path(workdir)
+    source = build_source(config.data, split="train")
+    experiment = build_experiment(config, source=source)
+    pipeline = make_pipeline(
+        source,
+        batch_size=config.data.batch_size,
+        tokenizer=experiment.tokenizer,
+        seed=config.data.seed,
+        worker_count=config.data.worker_count,
+    )
+    data_iterator = iter(pipeline)
+    checkpointer = Checkpointer(workdir / "checkpoints")
+    state = experiment.init_state()
+    if checkpointer.latest_step() is not None:
+        checkpointer.check_compatible(json.loads(config.to_json()))
+        state, step = checkpointer.restore(state, data_iterator)
+        log.info("resumed from %s at step %d", checkpointer.directory, step)
+    step_fn = make_train_step(
+        experiment.model,
+        experiment.optimizer(),
+        experiment.step_settings(),
+        jnp.asarray(experiment.tokenizer.null_tokens()),
+    )
+    is_main = jax.process_index() == 0
+    run = Run(
+        experiment=experiment,
+        workdir=workdir,
+        state=state,
+        data_iterator=data_iterator,
+        train_step=jax.jit(step_fn, donate_argnums=(0,)),
+        checkpointer=checkpointer,
+        writer=MetricsWriter(workdir, enabled=is_main),
+        hooks=[],
+    )
+    if is_main:
+        run.hooks.append(SampleHook(experiment, workdir, run.writer))
+    return run
+
+
+def device_batch(batch: dict) -> dict:
+    """The arrays the step reads, as device arrays."""
+    return {"video": jnp.asarray(batch["video"]), "tokens": jnp.asarray(batch["tokens"])}
+
+
+def _check_streak(run: Run) -> None:
+    streak = int(run.state.nonfinite_streak)
+    limit = run.config.train.max_nonfinite_streak
+    if streak >= limit:
+        raise NonFiniteLossError(
+            f"{streak} consecutive steps had a non-finite loss or gradient (limit "
+            f"train.max_nonfinite_streak={limit}); the run has diverged. Lower "
+            "train.learning_rate or check the data; the last good checkpoint is in "
+            f"{run.checkpointer.directory}."
+        )
+
+
+def _log(run: Run, step: int, metrics: dict, bar, seconds: float, steps_timed: int) -> None:
+    scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    scalars["skipped_total"] = int(run.state.nonfinite)
+    scalars["steps_per_second"] = steps_timed / max(seconds, 1e-9)
+    run.writer.write(step, scalars, console=False)
+    bar.set_postfix(loss=f"{scalars['loss']:.4f}", skipped=scalars["skipped_total"])
+    _check_streak(run)
+
+
+def _save(run: Run, step: int) -> None:
+    run.checkpointer.save(step, run.state, run.meta(), data_iterator=run.data_iterator)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path, *, until_step: int | None = None):
+    """Trains to ``config.train.steps`` (or stops early at ``until_step``, e.g. to test resume).
+
+    Returns the final TrainState. Checkpoints every ``train.checkpoint_every`` steps and at the
+    end; samples every ``train.sample_every`` steps (0: only at the end of training).
+    """
+    run = setup(config, workdir)
+    cfg = run.config.train
+    start = int(run.state.step)
+    stop = cfg.steps if until_step is None else min(until_step, cfg.steps)
+    bar = tqdm(total=stop, initial=start, desc="train", unit="step", dynamic_ncols=True,
+               disable=jax.process_index() != 0)
+    tick, timed = time.perf_counter(), 0
+    for step in range(start + 1, stop + 1):
+        run.state, metrics = run.train_step(run.state, device_batch(next(run.data_iterator)))
+        bar.update(1)
+        timed += 1
+        if step % cfg.log_every == 0 or step == stop:
+            _log(run, step, metrics, bar, time.perf_counter() - tick, timed)
+            tick, timed = time.perf_counter(), 0
+        if step % cfg.checkpoint_every == 0 or step == stop:
+            _save(run, step)
+        sample_now = cfg.sample_every and step % cfg.sample_every == 0
+        if sample_now or step == cfg.steps:
+            for hook in run.hooks:
+                hook(step, run.state)
+    bar.close()
+    run.checkpointer.close()
+    run.writer.close()
+    return run.state
+
+
+def summarize_params(params) -> str:
+    """``N parameters`` line for the console."""
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    return f"{count / 1e6:.2f}M parameters"

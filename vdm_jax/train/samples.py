@@ -1,0 +1,90 @@
+"""Sample videos during and after training, write them, and score them against their prompts."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from vdm_jax.data import video_io
+from vdm_jax.data.sources import build_source
+from vdm_jax.eval.prompt_agreement import format_report, prompt_agreement
+from vdm_jax.pipelines.text_to_video import SamplerSettings, TextToVideo
+from vdm_jax.train.experiment import Experiment
+
+log = logging.getLogger(__name__)
+
+
+def sampler_settings(sample_cfg) -> SamplerSettings:
+    return SamplerSettings(
+        sampler=sample_cfg.sampler,
+        num_steps=sample_cfg.num_steps,
+        eta=sample_cfg.eta,
+        guidance=sample_cfg.guidance,
+    )
+
+
+def make_pipeline(experiment: Experiment, params) -> TextToVideo:
+    cfg = experiment.config
+    return TextToVideo(experiment.model, params, experiment.tokenizer, experiment.schedule,
+                       cfg.diffusion.parameterization)
+
+
+def write_videos(directory: Path, videos: np.ndarray, prompts: list[str], fps: int) -> None:
+    """``NN_<prompt>.mp4`` and ``.gif`` per video plus ``grid.png`` (one row per video)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, (video, prompt) in enumerate(zip(videos, prompts, strict=True)):
+        stem = f"{i:02d}_{prompt.replace(' ', '_')}"
+        video_io.write_mp4(directory / f"{stem}.mp4", video, fps=fps, scale=4)
+        video_io.write_gif(directory / f"{stem}.gif", video, fps=fps, scale=4)
+    video_io.write_frame_grid(directory / "grid.png", videos, scale=4)
+    (directory / "prompts.txt").write_text("\n".join(prompts) + "\n")
+
+
+def sample_videos(pipeline: TextToVideo, experiment: Experiment, prompts, *, seed: int,
+                  progress: bool = True) -> np.ndarray:
+    t, h, w, _ = experiment.video_shape
+    settings = sampler_settings(experiment.config.sample)
+    return pipeline(list(prompts), num_frames=t, resolution=(h, w), settings=settings,
+                    seed=seed, progress=progress)
+
+
+def evaluation_prompts(experiment: Experiment, num: int) -> list[str]:
+    """Captions of held-out clips: prompts drawn from the data's own distribution."""
+    source = build_source(experiment.config.data, split="eval")
+    return [source[i]["caption"] for i in range(num)]
+
+
+def score_prompt_agreement(pipeline: TextToVideo, experiment: Experiment, *, num_samples: int,
+                           batch_size: int, seed: int, progress: bool = True) -> dict:
+    """Samples ``num_samples`` held-out prompts and scores colour/shape/direction agreement."""
+    prompts = evaluation_prompts(experiment, num_samples)
+    videos = [
+        sample_videos(pipeline, experiment, prompts[i:i + batch_size], seed=seed + i,
+                      progress=progress)
+        for i in range(0, num_samples, batch_size)
+    ]
+    return prompt_agreement(np.concatenate(videos), prompts)
+
+
+class SampleHook:
+    """Writes ``workdir/samples/<step>/`` from the EMA params and logs prompt agreement."""
+
+    def __init__(self, experiment: Experiment, workdir: Path, writer):
+        self.experiment = experiment
+        self.directory = Path(workdir) / "samples"
+        self.writer = writer
+        self.pipeline = None
+
+    def __call__(self, step: int, state) -> None:
+        if self.pipeline is None:
+            self.pipeline = make_pipeline(self.experiment, state.ema_params)
+        self.pipeline.params = state.ema_params
+        cfg = self.experiment.config
+        prompts = list(cfg.sample.prompts)
+        videos = sample_videos(self.pipeline, self.experiment, prompts, seed=cfg.sample.seed)
+        write_videos(self.directory / str(step), videos, prompts, cfg.sample.fps)
+        log.info("step %d: samples written to %s", step, self.directory / str(step))
+        if cfg.data.source == "shapes":
+            scores = prompt_agreement(videos, prompts)
+            self.writer.write(step, {f"samples/{k}": v for k, v in scores.items()}, console=False)
+            log.info("step %d: %s", step, format_report(scores))
