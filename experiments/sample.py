@@ -51,7 +51,7 @@ def main(argv):
 
     experiment, state, step = load_run(_WORKDIR.value, _STEP.value)
     t, h, w, _ = experiment.video_shape
-    num_frames = _FRAMES.value or t
+    num_frames = t if _FRAMES.value is None else _FRAMES.value
     extend = _clip_to_extend(_EXTEND.value, (h, w)) if _EXTEND.value else None
     if extend is not None and _FRAMES.value is None:
         num_frames = max(t, extend.shape[0] + t // 2)

@@ -66,3 +66,11 @@ def test_evaluate_reports_prompt_agreement(trained):
     result = _run("experiments.evaluate", "--workdir", str(trained), "--num_samples", "4")
     assert "prompt agreement" in result.stdout
     assert list((trained / "eval").glob("*.json"))
+
+
+def test_frame_count_the_model_cannot_take_is_a_clear_error(trained):
+    result = _run("experiments.sample", "--workdir", str(trained), "--prompt",
+                  "a red circle moving left", "--num_frames", "0", "--out",
+                  str(trained / "x.mp4"), check=False)
+    assert result.returncode != 0
+    assert "at least 1 frame" in result.stderr

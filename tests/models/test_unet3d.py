@@ -148,3 +148,24 @@ def test_build_model_and_variants():
                                     jnp.ones((1, 4), jnp.int32))
     assert counts["tiny"] < counts["small"] < counts["vdm_64"]
     assert 1e5 < counts["tiny"] < 5e6 and counts["vdm_64"] > 3e8
+
+
+def test_frame_positions_and_pooled_text_start_as_no_ops_then_condition():
+    x = jnp.broadcast_to(_video((1, 1, 8, 8, 3)), (1, 3, 8, 8, 3))  # three identical frames
+    t, ctx = jnp.array([0.5]), _video((1, 3, 6), 2)
+    plain = UNet3D(**SMALL, temporal_attention=False)
+    extra = UNet3D(**SMALL, temporal_attention=False, frame_positions=True, pooled_text=True)
+    p_plain = nn.meta.unbox(plain.init(jax.random.key(0), x, t, ctx))
+    p_extra = nn.meta.unbox(extra.init(jax.random.key(0), x, t, ctx))
+    # Zero-initialised projections: at init the extras change nothing.
+    np.testing.assert_array_equal(extra.apply(p_extra, x, t, ctx), plain.apply(p_plain, x, t, ctx))
+    # Trained (random) projections: identical frames now differ by index, and the pooled caption
+    # reaches the residual blocks.
+    p_rand = _random_params(extra, x, t, ctx)
+    y = np.asarray(extra.apply(p_rand, x, t, ctx))
+    assert np.abs(y[0, 0] - y[0, 2]).max() > 1e-3
+    no_pool = jax.tree_util.tree_map_with_path(
+        lambda path, v: jnp.zeros_like(v) if "pooled_text" in jax.tree_util.keystr(path) else v,
+        p_rand,
+    )
+    assert np.abs(np.asarray(extra.apply(no_pool, x, t, ctx)) - y).max() > 1e-3

@@ -20,14 +20,15 @@ PathLike = str | os.PathLike
 def to_uint8(video) -> np.ndarray:
     """Converts a video (any shape) to uint8: uint8 passes through, floats map [-1, 1] -> [0, 255].
 
-    Float values outside [-1, 1] are clipped (samplers overshoot slightly).
+    Float values outside [-1, 1] are clipped (samplers overshoot slightly); NaN maps to black.
     """
     x = np.asarray(video)
     if x.dtype == np.uint8:
         return x
     if not np.issubdtype(x.dtype, np.floating):
         raise TypeError(f"expected a uint8 or float video, got dtype {x.dtype}")
-    return np.clip(np.round((x.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    x = np.nan_to_num(x.astype(np.float32), nan=-1.0, posinf=1.0, neginf=-1.0)
+    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _as_rgb(video, ndim: int = 4) -> np.ndarray:

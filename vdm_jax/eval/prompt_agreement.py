@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from vdm_jax.data.shapes import COLOURS, DIRECTION_VECTORS, parse_caption
+from vdm_jax.data.video_io import to_uint8
 
 MIN_BRIGHTNESS = 64.0  # a frame whose brightest pixel is below this (of 255) has no object
 MAX_AREA_FRACTION = 0.4  # larger "objects" are noise or a bright background, not a shape
@@ -53,12 +54,9 @@ def to_uint8_range(video: np.ndarray) -> np.ndarray:
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"video must be (t, h, w, 3), got shape {video.shape}")
-    if video.dtype == np.uint8:
-        return video.astype(np.float32)
-    if not np.issubdtype(video.dtype, np.floating):
+    if not (video.dtype == np.uint8 or np.issubdtype(video.dtype, np.floating)):
         raise ValueError(f"video must be uint8 or float in [-1, 1], got dtype {video.dtype}")
-    video = np.nan_to_num(video.astype(np.float32), nan=-1.0, posinf=1.0, neginf=-1.0)
-    return (np.clip(video, -1.0, 1.0) + 1.0) * 127.5
+    return to_uint8(video).astype(np.float32)
 
 
 def _frame_masks(video: np.ndarray) -> dict[str, np.ndarray]:

@@ -17,7 +17,11 @@ import jax.numpy as jnp
 
 from vdm_jax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
 from vdm_jax.nn.conv import PseudoConv3d, SpatialConv, SpatialDownsample, SpatialUpsample
-from vdm_jax.nn.embeddings import TimestepEmbedding
+from vdm_jax.nn.embeddings import (
+    FramePositionEmbedding,
+    PooledContextEmbedding,
+    TimestepEmbedding,
+)
 from vdm_jax.nn.norms import GroupNorm
 from vdm_jax.sharding import shard
 
@@ -169,6 +173,10 @@ class UNet3D(nn.Module):
       dropout: dropout rate inside residual blocks (active when ``train=True``).
       num_groups: GroupNorm groups (default ``min(32, ch // 4)`` per width).
       remat: rematerialise each block in the backward pass (saves activation memory).
+      frame_positions: add an absolute frame-index embedding after the input conv (not in VDM,
+        which has only relative temporal positions; it speeds up learning of motion direction).
+      pooled_text: add the pooled text context to the time embedding (Imagen), so residual
+        blocks see the caption too, not only the cross-attention layers.
       dtype: computation dtype (params stay float32; the output is float32).
     """
 
@@ -183,6 +191,8 @@ class UNet3D(nn.Module):
     dropout: float = 0.0
     num_groups: int | None = None
     remat: bool = False
+    frame_positions: bool = False
+    pooled_text: bool = False
     dtype: Dtype = jnp.float32
 
     def _blocks(self, train: bool):
@@ -221,7 +231,12 @@ class UNet3D(nn.Module):
 
         emb = TimestepEmbedding(4 * self.channels, self.channels, dtype=self.dtype,
                                 name="time_embed")(t)
+        if self.pooled_text and context is not None:
+            emb = emb + PooledContextEmbedding(emb.shape[-1], dtype=self.dtype,
+                                               name="pooled_text")(context, context_mask)
         h = SpatialConv(self.channels, dtype=self.dtype, name="conv_in")(x.astype(self.dtype))
+        if self.frame_positions:
+            h = FramePositionEmbedding(self.channels, dtype=self.dtype, name="frame_pos")(h)
         h = shard_video(h)
         skips = [h]
         for level, mult in enumerate(self.channel_mult):

@@ -38,7 +38,8 @@ def _dtype(name) -> jnp.dtype:
 def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
     """Builds the model named by ``model_cfg.name`` (see :func:`model_config` for fields).
 
-    Optional fields: ``num_groups`` (None), ``remat`` (False), ``dtype`` ("float32").
+    Optional fields: ``num_groups`` (None), ``remat`` (False), ``frame_positions`` (False),
+    ``pooled_text`` (False), ``dtype`` ("float32").
     """
     if model_cfg.name not in KNOWN_MODELS:
         raise ValueError(f"unknown model name {model_cfg.name!r}; known: {list(KNOWN_MODELS)}")
@@ -55,6 +56,8 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
         dropout=model_cfg.dropout,
         num_groups=model_cfg.get("num_groups", None),
         remat=model_cfg.get("remat", False),
+        frame_positions=model_cfg.get("frame_positions", False),
+        pooled_text=model_cfg.get("pooled_text", False),
         dtype=dtype,
     )
     tc = model_cfg.text

@@ -64,3 +64,55 @@ class TimestepEmbedding(nn.Module):
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
             name="linear_2",
         )(x)
+
+
+class FramePositionEmbedding(nn.Module):
+    """Absolute frame-index embedding added to every pixel of a frame (as Latte's temporal
+    positions): sinusoidal features of the index, then a zero-initialised Dense, so adding it
+    leaves a model unchanged at init.
+
+    Attributes:
+      features: channels of the activation it is added to.
+    """
+
+    features: int
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x (b, t, h, w, c)`` -> ``x`` + embedding of each frame's index."""
+        index = jnp.arange(x.shape[1], dtype=jnp.float32)
+        # time_scale=1: integer frame indices, not [0, 1] diffusion times.
+        feats = timestep_embedding(index, self.features, time_scale=1.0)
+        emb = nn.Dense(
+            self.features, dtype=self.dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+            name="proj",
+        )(feats)
+        return x + emb[None, :, None, None, :].astype(x.dtype)
+
+
+class PooledContextEmbedding(nn.Module):
+    """Masked mean of text token embeddings, projected to the time-embedding size (Imagen's
+    pooled text conditioning): lets every residual block, temporal convs included, see the
+    caption. Zero-initialised output.
+    """
+
+    features: int
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, context: jax.Array, context_mask: jax.Array | None) -> jax.Array:
+        """``context (b, L, d)``, ``context_mask (b, L)`` -> ``(b, features)``."""
+        if context_mask is None:
+            context_mask = jnp.ones(context.shape[:2], bool)
+        weights = context_mask.astype(jnp.float32)[..., None]
+        pooled = (context * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+        pooled = nn.LayerNorm(dtype=self.dtype, name="norm")(pooled)
+        return nn.Dense(
+            self.features, dtype=self.dtype,
+            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+            name="proj",
+        )(pooled)

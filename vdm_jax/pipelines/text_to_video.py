@@ -50,6 +50,8 @@ class TextToVideo:
         extend: optional clip ``(t0, h, w, 3)`` in [-1, 1] with t0 < num_frames; its frames
         become the first t0 frames of every sample, and the rest is sampled to continue it.
         """
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1 frame, got {num_frames}")
         tokens = jnp.asarray(self.tokenizer.encode_batch(prompts))
         h, w = resolution
         shape = (len(prompts), num_frames, h, w, 3)

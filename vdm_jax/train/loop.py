@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from vdm_jax.data.pipeline import make_pipeline
+from vdm_jax.data.pipeline import make_pipeline, skipped_count
 from vdm_jax.data.sources import build_source
 from vdm_jax.train.checkpoint import Checkpointer
 from vdm_jax.train.experiment import Experiment, build_experiment
@@ -115,6 +115,7 @@ def _check_streak(run: Run) -> None:
 def _log(run: Run, step: int, metrics: dict, bar, seconds: float, steps_timed: int) -> None:
     scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
     scalars["skipped_total"] = int(run.state.nonfinite)
+    scalars["data_records_dropped"] = skipped_count(run.data_iterator)
     scalars["steps_per_second"] = steps_timed / max(seconds, 1e-9)
     run.writer.write(step, scalars, console=False)
     bar.set_postfix(loss=f"{scalars['loss']:.4f}", skipped=scalars["skipped_total"])
