@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
         num_frames=8,
         resolution=16,
         num_examples=1_000_000,
+        min_travel=1 / 3,  # least travel over a clip, fraction of the frame (1: edge to edge)
         seed=0,
         batch_size=8,
         max_text_len=8,

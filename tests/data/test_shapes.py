@@ -139,3 +139,14 @@ def test_fast_enough():
         src[i]
     per_frame_ms = (time.perf_counter() - start) / (200 * 8) * 1e3
     assert per_frame_ms < 1.0, per_frame_ms
+
+
+def test_full_travel_crosses_the_frame_edge_to_edge():
+    src = ShapesSource(num_examples=40, num_frames=8, resolution=16, seed=2, min_travel=1.0)
+    for i in range(len(src)):
+        p = src.params(i)
+        axis = int(np.argmax(np.abs(p.centres[-1] - p.centres[0])))
+        lo, hi = sorted((p.centres[0, axis], p.centres[-1, axis]))
+        np.testing.assert_allclose([lo, hi], [p.side / 2, 16 - p.side / 2], atol=1e-9)
+    with pytest.raises(ValueError, match="min_travel"):
+        ShapesSource(min_travel=0.1)

@@ -174,6 +174,9 @@ class ShapesSource:
       size_range: bounding-box side as a fraction of ``min(h, w)``; sides below the middle of
         the range are "small", the rest "large".
       caption_size: include the size word in captions.
+      min_travel: least displacement over a clip as a fraction of the frame (at least
+        ``MIN_TRAVEL``); travel is drawn between it and what fits. ``1.0`` makes every object
+        cross the whole frame, edge to edge.
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class ShapesSource:
         directions: Sequence[str] = DIRECTIONS,
         size_range: tuple[float, float] = (0.3, 0.5),
         caption_size: bool = False,
+        min_travel: float = MIN_TRAVEL,
     ):
         if num_examples < 1 or num_frames < 1:
             raise ValueError(
@@ -204,6 +208,8 @@ class ShapesSource:
                 raise ValueError(f"{what} must be a non-empty subset of {allowed}, got {name}")
         if not colours:
             raise ValueError("colours must be a non-empty name -> RGB mapping")
+        if not MIN_TRAVEL <= min_travel <= 1.0:
+            raise ValueError(f"min_travel must be in [{MIN_TRAVEL:.3f}, 1], got {min_travel}")
         self.num_examples = int(num_examples)
         self.num_frames = int(num_frames)
         self.resolution = _resolution(resolution)
@@ -214,6 +220,7 @@ class ShapesSource:
         self.directions = tuple(directions)
         self.size_range = (float(lo), float(hi))
         self.caption_size = bool(caption_size)
+        self.min_travel = float(min_travel)
 
     def __len__(self) -> int:
         return self.num_examples
@@ -242,9 +249,10 @@ class ShapesSource:
         size = int(frac >= (lo + hi) / 2)
         vec = np.array(DIRECTION_VECTORS[self.directions[direction]], np.float64)
         extent = np.array(self.resolution, np.float64)
-        # Travel along the motion axis: at least MIN_TRAVEL of the frame, at most what fits.
+        # Travel along the motion axis: at least min_travel of the frame, at most what fits.
         axis = int(np.argmax(np.abs(vec)))
-        travel = rng.uniform(MIN_TRAVEL * extent[axis], extent[axis] - side)
+        most = extent[axis] - side
+        travel = rng.uniform(min(self.min_travel * extent[axis], most), most)
         # Start so that start + travel * vec keeps the box inside [side/2, extent - side/2].
         room = extent - side - travel * np.abs(vec)
         start = side / 2 + rng.uniform(0.0, 1.0, size=2) * room

@@ -18,6 +18,7 @@ def build_source(cfg: ml_collections.ConfigDict, *, split: str = "train"):
             num_frames=cfg.num_frames,
             resolution=cfg.resolution,
             seed=seed,
+            min_travel=cfg.min_travel,
         )
     if cfg.source == "folder":
         from vdm_jax.data.video_folder import VideoFolderSource
