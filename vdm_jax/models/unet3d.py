@@ -69,7 +69,8 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, emb: jax.Array) -> jax.Array:
-        """``x (b, t, h, w, c_in)``, ``emb (b, e)`` -> ``(b, t, h, w, features)``."""
+        """``x (b, t, h, w, c_in)``, ``emb (b, e)`` or per frame ``(b, t, e)`` ->
+        ``(b, t, h, w, features)``."""
         groups_in = default_groups(x.shape[-1], self.num_groups)
         groups = default_groups(self.features, self.num_groups)
         h = GroupNorm(groups_in, per_frame=True, dtype=self.dtype, name="norm1")(x)
@@ -173,8 +174,8 @@ class UNet3D(nn.Module):
       dropout: dropout rate inside residual blocks (active when ``train=True``).
       num_groups: GroupNorm groups (default ``min(32, ch // 4)`` per width).
       remat: rematerialise each block in the backward pass (saves activation memory).
-      frame_positions: add an absolute frame-index embedding after the input conv (not in VDM,
-        which has only relative temporal positions; it speeds up learning of motion direction).
+      frame_positions: add an absolute frame-index embedding to the time embedding, so residual
+        blocks are modulated per frame (not in VDM, which has only relative temporal positions).
       pooled_text: add the pooled text context to the time embedding (Imagen), so residual
         blocks see the caption too, not only the cross-attention layers.
       dtype: computation dtype (params stay float32; the output is float32).
@@ -234,9 +235,11 @@ class UNet3D(nn.Module):
         if self.pooled_text and context is not None:
             emb = emb + PooledContextEmbedding(emb.shape[-1], dtype=self.dtype,
                                                name="pooled_text")(context, context_mask)
+        if self.frame_positions:  # (b, e) -> (b, t, e): per-frame FiLM in every res block
+            frames = FramePositionEmbedding(emb.shape[-1], dtype=self.dtype,
+                                            name="frame_pos")(x.shape[1])
+            emb = emb[:, None, :] + frames[None]
         h = SpatialConv(self.channels, dtype=self.dtype, name="conv_in")(x.astype(self.dtype))
-        if self.frame_positions:
-            h = FramePositionEmbedding(self.channels, dtype=self.dtype, name="frame_pos")(h)
         h = shard_video(h)
         skips = [h]
         for level, mult in enumerate(self.channel_mult):

@@ -67,30 +67,28 @@ class TimestepEmbedding(nn.Module):
 
 
 class FramePositionEmbedding(nn.Module):
-    """Absolute frame-index embedding added to every pixel of a frame (as Latte's temporal
-    positions): sinusoidal features of the index, then a zero-initialised Dense, so adding it
-    leaves a model unchanged at init.
+    """Absolute frame-index embedding ``(t, features)``: sinusoidal features of the index, then a
+    zero-initialised Dense, so adding it leaves a model unchanged at init.
 
-    Attributes:
-      features: channels of the activation it is added to.
+    A UNet adds it to the time embedding, which makes every residual block's FiLM depend on the
+    frame index jointly with the time and the pooled caption.
     """
 
     features: int
     dtype: Dtype | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``x (b, t, h, w, c)`` -> ``x`` + embedding of each frame's index."""
-        index = jnp.arange(x.shape[1], dtype=jnp.float32)
+    def __call__(self, num_frames: int) -> jax.Array:
+        """-> ``(num_frames, features)``."""
+        index = jnp.arange(num_frames, dtype=jnp.float32)
         # time_scale=1: integer frame indices, not [0, 1] diffusion times.
         feats = timestep_embedding(index, self.features, time_scale=1.0)
-        emb = nn.Dense(
+        return nn.Dense(
             self.features, dtype=self.dtype,
             kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
             name="proj",
         )(feats)
-        return x + emb[None, :, None, None, :].astype(x.dtype)
 
 
 class PooledContextEmbedding(nn.Module):

@@ -60,8 +60,8 @@ class GroupNorm(nn.Module):
     def __call__(self, x: jax.Array, modulation: tuple[jax.Array, jax.Array] | None = None):
         """Normalises ``x`` ``(b, t, h, w, c)``.
 
-        ``modulation=(scale, shift)``, each ``(b, c)``, applies FiLM after the affine:
-        ``y * (1 + scale) + shift``, fused into the same multiply-add.
+        ``modulation=(scale, shift)``, each ``(b, c)`` or ``(b, t, c)``, applies FiLM after the
+        affine: ``y * (1 + scale) + shift``, fused into the same multiply-add.
         """
         if x.ndim != 5:
             raise ValueError(f"GroupNorm expects (b, t, h, w, c), got shape {x.shape}")
@@ -82,9 +82,15 @@ class GroupNorm(nn.Module):
         a = gamma * rstd
         b = beta - mean * a
         if modulation is not None:
-            scale, shift = (m.astype(jnp.float32)[:, None, :] for m in modulation)
+            # (b, c) for the whole clip, or (b, t, c) per frame.
+            scale, shift = (_per_frame(m.astype(jnp.float32)) for m in modulation)
             a, b = a * (1.0 + scale), b * (1.0 + scale) + shift
         dtype = self.dtype or x.dtype
         a = a[:, :, None, None, :].astype(dtype)
         b = b[:, :, None, None, :].astype(dtype)
         return x.astype(dtype) * a + b
+
+
+def _per_frame(m: jax.Array) -> jax.Array:
+    """``(b, c)`` -> ``(b, 1, c)``; ``(b, t, c)`` unchanged."""
+    return m[:, None, :] if m.ndim == 2 else m
