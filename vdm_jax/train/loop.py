@@ -10,7 +10,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from tqdm.auto import tqdm
 
 from vdm_jax.data.pipeline import make_pipeline, skipped_count
@@ -157,8 +156,3 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, until_step:
     run.writer.close()
     return run.state
 
-
-def summarize_params(params) -> str:
-    """``N parameters`` line for the console."""
-    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    return f"{count / 1e6:.2f}M parameters"
