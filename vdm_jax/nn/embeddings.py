@@ -66,6 +66,16 @@ class TimestepEmbedding(nn.Module):
         )(x)
 
 
+def zero_projection(features: int, dtype: Dtype | None) -> nn.Dense:
+    """A zero-initialised Dense named ``proj``: an added conditioning path starts as a no-op."""
+    return nn.Dense(
+        features, dtype=dtype,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+        name="proj",
+    )
+
+
 class FramePositionEmbedding(nn.Module):
     """Absolute frame-index embedding ``(t, features)``: sinusoidal features of the index, then a
     zero-initialised Dense, so adding it leaves a model unchanged at init.
@@ -83,12 +93,7 @@ class FramePositionEmbedding(nn.Module):
         index = jnp.arange(num_frames, dtype=jnp.float32)
         # time_scale=1: integer frame indices, not [0, 1] diffusion times.
         feats = timestep_embedding(index, self.features, time_scale=1.0)
-        return nn.Dense(
-            self.features, dtype=self.dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
-            name="proj",
-        )(feats)
+        return zero_projection(self.features, self.dtype)(feats)
 
 
 class PooledContextEmbedding(nn.Module):
@@ -108,9 +113,4 @@ class PooledContextEmbedding(nn.Module):
         weights = context_mask.astype(jnp.float32)[..., None]
         pooled = (context * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
         pooled = nn.LayerNorm(dtype=self.dtype, name="norm")(pooled)
-        return nn.Dense(
-            self.features, dtype=self.dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
-            name="proj",
-        )(pooled)
+        return zero_projection(self.features, self.dtype)(pooled)
