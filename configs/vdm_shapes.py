@@ -51,8 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
         num_res_blocks=1,
         attention_levels=(1, 2),
         head_dim=32,
-        conv="2plus1d",  # spatial (1x3x3, as VDM) | 2plus1d
-        temporal_attention=True,
+        conv="2plus1d",  # spatial (1x3x3, as VDM) | 2plus1d | naive3d | causal3d
+        attention="divided",  # space | joint | divided | sparse_local_global | axial | godiva
         frame_positions=True,  # absolute frame-index embedding (VDM: relative only)
         pooled_text=True,  # pooled caption added to the time embedding (Imagen)
         dropout=0.0,

@@ -70,7 +70,7 @@ def test_context_mask_and_time_matter(temporal_unet):
 @pytest.fixture(scope="module")
 def spatial_unet():
     """Spatial convs, no temporal attention: a per-frame image UNet with text conditioning."""
-    model = UNet3D(**SMALL, temporal_attention=False)
+    model = UNet3D(**SMALL, attention="space")
     x, t, ctx = _video((1, 3, 4, 4, 3)), jnp.array([0.5]), _video((1, 2, 6), 2)
     return model, _random_params(model, x, t, ctx), jax.jit(model.apply), (x, t, ctx)
 
@@ -84,7 +84,7 @@ def test_frames_independent_without_temporal_layers(spatial_unet):
 
 def test_2plus1d_equals_spatial_unet_at_init(spatial_unet):
     _, p_spatial, spatial_apply, (x, t, ctx) = spatial_unet
-    pseudo = UNet3D(**SMALL, temporal_attention=False, conv="2plus1d")
+    pseudo = UNet3D(**SMALL, attention="space", conv="2plus1d")
     p_pseudo = nn.meta.unbox(jax.eval_shape(lambda: pseudo.init(jax.random.key(0), x, t, ctx)))
 
     # Give the (2+1)D model the spatial model's weights; its temporal convs get the real
@@ -153,8 +153,8 @@ def test_build_model_and_variants():
 def test_frame_positions_and_pooled_text_start_as_no_ops_then_condition():
     x = jnp.broadcast_to(_video((1, 1, 8, 8, 3)), (1, 3, 8, 8, 3))  # three identical frames
     t, ctx = jnp.array([0.5]), _video((1, 3, 6), 2)
-    plain = UNet3D(**SMALL, temporal_attention=False)
-    extra = UNet3D(**SMALL, temporal_attention=False, frame_positions=True, pooled_text=True)
+    plain = UNet3D(**SMALL, attention="space")
+    extra = UNet3D(**SMALL, attention="space", frame_positions=True, pooled_text=True)
     p_plain = nn.meta.unbox(plain.init(jax.random.key(0), x, t, ctx))
     p_extra = nn.meta.unbox(extra.init(jax.random.key(0), x, t, ctx))
     # Zero-initialised projections: at init the extras change nothing.
@@ -169,3 +169,29 @@ def test_frame_positions_and_pooled_text_start_as_no_ops_then_condition():
         p_rand,
     )
     assert np.abs(np.asarray(extra.apply(no_pool, x, t, ctx)) - y).max() > 1e-3
+
+
+@pytest.mark.parametrize("attention", ["joint", "sparse_local_global", "axial", "godiva"])
+def test_unet_takes_any_attention_variant(attention):
+    model = UNet3D(**SMALL, attention=attention)
+    x, t, ctx = _video((1, 2, 8, 8, 3)), jnp.array([0.5]), _video((1, 3, 6), 2)
+    params = _random_params(model, x, t, ctx)
+    y = model.apply(params, x, t, ctx)
+    assert y.shape == x.shape and bool(jnp.isfinite(y).all())
+    # Every variant but per-frame attention mixes frames (godiva's only forward in time).
+    d = model.apply(params, x.at[:, 0].add(1.0), t, ctx) - y
+    assert float(jnp.abs(d[:, 1]).max()) > 1e-4
+    with pytest.raises(ValueError, match="image frames can be masked"):
+        model.apply(params, x, t, ctx, None, jnp.zeros((1, 2), bool))
+
+
+@pytest.mark.parametrize("conv", ["naive3d", "causal3d"])
+def test_unet_takes_any_conv_variant(conv):
+    model = UNet3D(**SMALL, attention="space", conv=conv)
+    x, t = _video((1, 3, 4, 4, 3)), jnp.array([0.5])
+    params = _random_params(model, x, t)
+    y = model.apply(params, x, t)
+    d = np.abs(np.asarray(model.apply(params, x.at[:, 1].add(1.0), t) - y)).max(axis=(0, 2, 3, 4))
+    # 3D convs mix neighbouring frames; a causal one never looks forward.
+    assert d[2] > 1e-4
+    assert (d[0] == 0.0) == (conv == "causal3d")

@@ -6,17 +6,34 @@ cross-attention block to a text context and a temporal attention block with rela
 bias (divided space-time attention), and (c) an image-frame mask so independent images appended
 as frames are excluded from temporal mixing (joint image-video training). Only space is down- or
 up-sampled; the number of frames is kept at every level. Norms are per frame, so with
-``temporal_attention=False`` and spatial convs every frame is processed independently.
+``attention="space"`` and spatial convs every frame is processed independently.
+
+The attention (``attention``) and convolution (``conv``) are chosen by name from the variants of
+:mod:`vdm_jax.nn.attention` and :mod:`vdm_jax.nn.conv`, for ablations; VDM is ``"divided"`` with
+``"spatial"`` convs.
 """
 
+import itertools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vdm_jax.nn.attention import CrossAttention, SpatialAttention, TemporalAttention
-from vdm_jax.nn.conv import PseudoConv3d, SpatialConv, SpatialDownsample, SpatialUpsample
+from vdm_jax.nn.attention import (
+    ATTENTION_VARIANTS,
+    CrossAttention,
+    SpatialAttention,
+    TemporalAttention,
+    VideoSelfAttention,
+)
+from vdm_jax.nn.conv import (
+    CONV_VARIANTS,
+    SpatialConv,
+    SpatialDownsample,
+    SpatialUpsample,
+    video_conv,
+)
 from vdm_jax.nn.embeddings import (
     FramePositionEmbedding,
     PooledContextEmbedding,
@@ -26,7 +43,6 @@ from vdm_jax.nn.norms import GroupNorm
 from vdm_jax.sharding import shard
 
 Dtype = jnp.dtype
-CONV_TYPES = ("spatial", "2plus1d")
 
 
 def shard_video(x: jax.Array) -> jax.Array:
@@ -45,13 +61,9 @@ def default_groups(channels: int, num_groups: int | None = None) -> int:
 
 
 def make_conv(kind: str, features: int, dtype, zero_init: bool = False, name: str | None = None):
-    """A 3x3 spatial conv (``"spatial"``) or a (2+1)D conv (``"2plus1d"``)."""
+    """A 3x3 video conv of variant ``kind`` (see ``CONV_VARIANTS``)."""
     init = nn.initializers.zeros if zero_init else nn.initializers.lecun_normal()
-    if kind == "spatial":
-        return SpatialConv(features, dtype=dtype, kernel_init=init, name=name)
-    if kind == "2plus1d":
-        return PseudoConv3d(features, dtype=dtype, kernel_init=init, name=name)
-    raise ValueError(f"conv must be one of {CONV_TYPES}, got {kind!r}")
+    return video_conv(kind, features, dtype=dtype, kernel_init=init, name=name)
 
 
 class ResBlock(nn.Module):
@@ -98,11 +110,18 @@ class ResBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Spatial self-attention, cross-attention to ``context`` (if given), temporal attention."""
+    """Self-attention of the chosen variant, then cross-attention to ``context`` (if given).
+
+    ``"divided"`` is VDM's block: spatial attention, cross-attention, then temporal attention
+    with a relative position bias (identity at init) that masks image frames. ``"space"`` drops
+    the temporal part. Other variants use :class:`VideoSelfAttention` before the
+    cross-attention.
+    """
 
     head_dim: int
     num_groups: int | None = None
-    temporal: bool = True
+    attention: str = "divided"
+    layer: int = 0  # block index, for variants that cycle over blocks (godiva)
     dtype: Dtype | None = None
 
     @nn.compact
@@ -112,13 +131,21 @@ class AttentionBlock(nn.Module):
         if c % self.head_dim:
             raise ValueError(f"head_dim={self.head_dim} does not divide {c} channels")
         heads = c // self.head_dim
-        groups = default_groups(c, self.num_groups)
-        x = SpatialAttention(heads, self.head_dim, groups, dtype=self.dtype, name="spatial")(x)
+        vdm_block = self.attention in ("divided", "space")
+        if image_frames is not None and not vdm_block:
+            raise ValueError(f"image frames can be masked with attention 'divided' or 'space', "
+                             f"not {self.attention!r}, whose steps mix frames and pixels at once")
+        if vdm_block:
+            groups = default_groups(c, self.num_groups)
+            x = SpatialAttention(heads, self.head_dim, groups, dtype=self.dtype, name="spatial")(x)
+        else:
+            x = VideoSelfAttention(self.attention, heads, self.head_dim, layer=self.layer,
+                                   dtype=self.dtype, name="self")(x)
         if context is not None:
             x = CrossAttention(heads, self.head_dim, dtype=self.dtype, name="cross")(
                 x, context, context_mask
             )
-        if self.temporal:
+        if self.attention == "divided":
             x = TemporalAttention(heads, self.head_dim, dtype=self.dtype, name="temporal")(
                 x, image_frames
             )
@@ -169,8 +196,9 @@ class UNet3D(nn.Module):
       attention_levels: indices into ``channel_mult`` that get attention blocks (the middle
         block always has one).
       head_dim: per-head size; heads = level channels // head_dim.
-      conv: ``"spatial"`` (1x3x3) or ``"2plus1d"`` (3x3 spatial + identity-init temporal).
-      temporal_attention: add temporal attention to each attention block.
+      conv: a ``CONV_VARIANTS`` name: ``"spatial"`` (1x3x3, VDM), ``"2plus1d"`` (3x3 spatial +
+        identity-init temporal), ``"naive3d"`` (3x3x3) or ``"causal3d"``.
+      attention: an ``ATTENTION_VARIANTS`` name for the attention blocks (VDM: ``"divided"``).
       dropout: dropout rate inside residual blocks (active when ``train=True``).
       num_groups: GroupNorm groups (default ``min(32, ch // 4)`` per width).
       remat: rematerialise each block in the backward pass (saves activation memory).
@@ -188,7 +216,7 @@ class UNet3D(nn.Module):
     attention_levels: tuple[int, ...] = (1, 2)
     head_dim: int = 32
     conv: str = "spatial"
-    temporal_attention: bool = True
+    attention: str = "divided"
     dropout: float = 0.0
     num_groups: int | None = None
     remat: bool = False
@@ -204,8 +232,10 @@ class UNet3D(nn.Module):
             return res_cls(features, self.num_groups, self.conv, self.dropout,
                            deterministic=not train, dtype=self.dtype, name=name)
 
+        layers = itertools.count()
+
         def attn(name):
-            return attn_cls(self.head_dim, self.num_groups, self.temporal_attention,
+            return attn_cls(self.head_dim, self.num_groups, self.attention, next(layers),
                             dtype=self.dtype, name=name)
 
         return res, attn
@@ -217,8 +247,11 @@ class UNet3D(nn.Module):
         ``context (b, L, d)`` / ``context_mask (b, L)`` condition via cross-attention;
         ``image_frames (b, t)`` bool marks frames that are independent images.
         """
-        if self.conv not in CONV_TYPES:
-            raise ValueError(f"conv must be one of {CONV_TYPES}, got {self.conv!r}")
+        if self.conv not in CONV_VARIANTS:
+            raise ValueError(f"conv must be one of {CONV_VARIANTS}, got {self.conv!r}")
+        if self.attention not in ATTENTION_VARIANTS:
+            raise ValueError(f"attention must be one of {ATTENTION_VARIANTS}, "
+                             f"got {self.attention!r}")
         bad = [i for i in self.attention_levels if not 0 <= i < len(self.channel_mult)]
         if bad:
             raise ValueError(f"attention_levels {bad} out of range for {len(self.channel_mult)} "
@@ -280,12 +313,12 @@ VARIANTS = {
     # ~0.7 s on 2 CPU cores (bench/layers_cpu.py); base width 32 measured ~1.4 s.
     "tiny": dict(
         channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention_levels=(1, 2),
-        head_dim=32, conv="spatial", temporal_attention=True, dropout=0.0, out_channels=3,
+        head_dim=32, conv="spatial", attention="divided", dropout=0.0, out_channels=3,
         text=dict(vocab_size=1024, width=64, depth=2, num_heads=2, max_len=16),
     ),
     "small": dict(
         channels=64, channel_mult=(1, 2, 4), num_res_blocks=2, attention_levels=(1, 2),
-        head_dim=32, conv="spatial", temporal_attention=True, dropout=0.0, out_channels=3,
+        head_dim=32, conv="spatial", attention="divided", dropout=0.0, out_channels=3,
         text=dict(vocab_size=8192, width=256, depth=4, num_heads=4, max_len=32),
     ),
     # VDM 64x64 text-conditioned base model (paper appendix): base 256 channels, multipliers
@@ -296,7 +329,7 @@ VARIANTS = {
     # our choice.
     "vdm_64": dict(
         channels=256, channel_mult=(1, 2, 3, 4), num_res_blocks=3, attention_levels=(1, 2, 3),
-        head_dim=64, conv="spatial", temporal_attention=True, dropout=0.1, out_channels=3,
+        head_dim=64, conv="spatial", attention="divided", dropout=0.1, out_channels=3,
         text=dict(vocab_size=30522, width=1024, depth=24, num_heads=16, max_len=64),
     ),
 }

@@ -52,7 +52,7 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
         attention_levels=tuple(model_cfg.attention_levels),
         head_dim=model_cfg.head_dim,
         conv=model_cfg.conv,
-        temporal_attention=model_cfg.temporal_attention,
+        attention=model_cfg.get("attention", "divided"),
         dropout=model_cfg.dropout,
         num_groups=model_cfg.get("num_groups", None),
         remat=model_cfg.get("remat", False),

@@ -1,28 +1,46 @@
 """Reusable Linen layers for video models (channels-last ``(b, t, h, w, c)``)."""
 
 from vdm_jax.nn.attention import (
+    ATTENTION_VARIANTS,
     Attention,
+    AttentionStep,
     CrossAttention,
     RelativePositionBias,
     SpatialAttention,
     TemporalAttention,
+    VideoSelfAttention,
     dot_product_attention,
     image_frame_mask,
     relative_position_buckets,
+    step_mask,
+    variant_steps,
 )
 from vdm_jax.nn.conv import (
+    CONV_VARIANTS,
+    CausalConv3d,
+    CausalVideoConv,
     Conv3d,
     PseudoConv3d,
     SpatialConv,
     SpatialDownsample,
     SpatialUpsample,
     TemporalConv,
+    scan_chunks,
+    video_conv,
 )
 from vdm_jax.nn.embeddings import TimestepEmbedding, timestep_embedding
 from vdm_jax.nn.norms import GroupNorm
 
 __all__ = [
+    "ATTENTION_VARIANTS",
+    "AttentionStep",
+    "VideoSelfAttention",
+    "step_mask",
+    "variant_steps",
+    "CONV_VARIANTS",
     "Attention",
+    "CausalConv3d",
+    "CausalVideoConv",
     "Conv3d",
     "CrossAttention",
     "GroupNorm",
@@ -38,5 +56,7 @@ __all__ = [
     "dot_product_attention",
     "image_frame_mask",
     "relative_position_buckets",
+    "scan_chunks",
     "timestep_embedding",
+    "video_conv",
 ]

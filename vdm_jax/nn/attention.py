@@ -9,6 +9,8 @@ Video blocks take ``(b, t, h, w, c)`` and are pre-norm residual blocks ``x + att
   training. Its output projection is zero-initialised, so the block is the identity at init.
 """
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -76,12 +78,14 @@ class Attention(nn.Module):
       num_heads, head_dim: ``heads`` and ``d`` of the projections.
       out_features: output size (default: the query's channels).
       zero_init_out: zero output projection (kernel and bias), so the layer outputs 0 at init.
+      qkv_bias: biases on the q/k/v projections (ViT has them; diffusion UNets do not).
     """
 
     num_heads: int
     head_dim: int
     out_features: int | None = None
     zero_init_out: bool = False
+    qkv_bias: bool = False
     dtype: Dtype | None = None
 
     @nn.compact
@@ -93,8 +97,9 @@ class Attention(nn.Module):
         """
         kv_in = x if context is None else context
         proj = lambda name: nn.DenseGeneral(  # noqa: E731
-            (self.num_heads, self.head_dim), use_bias=False, dtype=self.dtype,
-            kernel_init=_dense_init(("embed", "heads", "kv")), name=name,
+            (self.num_heads, self.head_dim), use_bias=self.qkv_bias, dtype=self.dtype,
+            kernel_init=_dense_init(("embed", "heads", "kv")),
+            bias_init=_dense_init(("heads", "kv"), True), name=name,
         )
         q, k, v = proj("to_q")(x), proj("to_k")(kv_in), proj("to_v")(kv_in)
         if context_mask is not None:
@@ -238,3 +243,187 @@ class TemporalAttention(nn.Module):
             self.num_heads, self.head_dim, zero_init_out=True, dtype=self.dtype, name="attn"
         )(y, bias=bias, mask=mask)
         return x + rearrange(y, "(b h w) t c -> b t h w c", b=b, h=h)
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-attention variants over a whole clip (TimeSformer, Bertasius et al. 2021; GODIVA, Wu et
+# al. 2021). A variant is a sequence of attention *steps*; each step splits the ``t * h * w``
+# tokens into independent groups along some axes and attends within each group, so the dense
+# ``(N, N)`` mask a step stands for is never built: the grouping (plus a causal mask inside a
+# group) is what ``jax.nn.dot_product_attention`` sees.
+# ---------------------------------------------------------------------------------------------
+
+ATTENTION_VARIANTS = ("space", "joint", "divided", "sparse_local_global", "axial", "godiva")
+STEP_AXES = ("space", "time", "joint", "width", "height", "local", "global")
+
+# Token groupings per step axis, as einops patterns. ``local``: the clip split into 2x2 spatial
+# windows of all frames (TimeSformer's F x H/2 x W/2 neighbourhoods); ``global``: tokens two
+# apart in t, y and x (its stride-2 sparse pattern), i.e. those of the same (t, y, x) parity.
+_GROUPINGS = {
+    "space": "b t h w c -> (b t) (h w) c",
+    "time": "b t h w c -> (b h w) t c",
+    "joint": "b t h w c -> b (t h w) c",
+    "width": "b t h w c -> (b t h) w c",
+    "height": "b t h w c -> (b t w) h c",
+    "local": "b t (nh h) (nw w) c -> (b nh nw) (t h w) c",
+    "global": "b (t st) (h sh) (w sw) c -> (b st sh sw) (t h w) c",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionStep:
+    """One attention over token groups: ``axis`` in ``STEP_AXES``; ``causal`` masks later
+    tokens of the group's own order (time, x or y)."""
+
+    axis: str
+    causal: bool = False
+
+
+def variant_steps(variant: str, layer: int = 0) -> tuple[AttentionStep, ...]:
+    """The attention steps of ``variant`` in block ``layer`` (TimeSformer order: time first).
+
+    - ``space``: per-frame attention only; ``joint``: all tokens of the clip;
+    - ``divided``: time, then space; ``axial``: time, width, height;
+    - ``sparse_local_global``: local windows, then the stride-2 global pattern;
+    - ``godiva``: one causal axis per block, cycling time, row (width), column (height).
+    """
+    s = AttentionStep
+    steps = {
+        "space": (s("space"),),
+        "joint": (s("joint"),),
+        "divided": (s("time"), s("space")),
+        "sparse_local_global": (s("local"), s("global")),
+        "axial": (s("time"), s("width"), s("height")),
+        "godiva": ((s("time", True), s("width", True), s("height", True))[layer % 3],),
+    }
+    if variant not in steps:
+        raise ValueError(f"unknown attention variant {variant!r}; choose one of "
+                         f"{list(ATTENTION_VARIANTS)}")
+    return steps[variant]
+
+
+def _axis_sizes(axis: str, b: int, t: int, h: int, w: int) -> dict[str, int]:
+    """Sizes of the names in ``_GROUPINGS[axis]``; raises if a split by 2 does not divide."""
+    halved = {"local": {"height": h, "width": w},
+              "global": {"frames": t, "height": h, "width": w}}.get(axis, {})
+    odd = [f"{name} {n}" for name, n in halved.items() if n % 2]
+    if odd:
+        raise ValueError(f"{axis} attention splits by 2; {', '.join(odd)} not even")
+    if axis == "local":
+        return dict(b=b, t=t, nh=2, nw=2, h=h // 2, w=w // 2)
+    if axis == "global":
+        return dict(b=b, st=2, sh=2, sw=2, t=t // 2, h=h // 2, w=w // 2)
+    return dict(b=b, t=t, h=h, w=w)
+
+
+def group_tokens(x: jax.Array, step: AttentionStep) -> jax.Array:
+    """``(b, t, h, w, c) -> (groups, n, c)``: the token sequences ``step`` attends within."""
+    sizes = _axis_sizes(step.axis, *x.shape[:4])
+    return rearrange(x, _GROUPINGS[step.axis], **sizes)
+
+
+def ungroup_tokens(y: jax.Array, step: AttentionStep, shape: tuple[int, ...]) -> jax.Array:
+    """Inverse of :func:`group_tokens` back to a video ``(b, t, h, w, c')`` (``shape[:4]``)."""
+    video, grouped = _GROUPINGS[step.axis].split(" -> ")
+    return rearrange(y, f"{grouped} -> {video}", **_axis_sizes(step.axis, *shape[:4]))
+
+
+def _check_causal(step: AttentionStep) -> None:
+    if step.causal and step.axis not in ("time", "width", "height"):
+        raise ValueError(f"causal attention is defined along time, width or height, "
+                         f"not {step.axis!r}")
+
+
+def step_mask(step: AttentionStep, t: int, h: int, w: int) -> np.ndarray:
+    """The dense ``(N, N)`` bool mask over the raster ``(t, h, w)`` token order that ``step``
+    is equivalent to (True = may attend). For tests and documentation: layers never build it."""
+    ti, yi, xi = (a.reshape(-1) for a in np.meshgrid(np.arange(t), np.arange(h), np.arange(w),
+                                                        indexing="ij"))
+    same = lambda *a: np.all([a_[:, None] == a_[None, :] for a_ in a], axis=0)  # noqa: E731
+    _axis_sizes(step.axis, 1, t, h, w)
+    _check_causal(step)
+    masks = {
+        "space": lambda: same(ti),
+        "time": lambda: same(yi, xi),
+        "joint": lambda: np.ones((ti.size, ti.size), bool),
+        "width": lambda: same(ti, yi),
+        "height": lambda: same(ti, xi),
+        "local": lambda: same(yi // (h // 2), xi // (w // 2)),
+        "global": lambda: same(ti % 2, yi % 2, xi % 2),
+    }
+    mask = masks[step.axis]()
+    if step.causal:
+        order = {"time": ti, "width": xi, "height": yi}[step.axis]
+        mask &= order[None, :] <= order[:, None]
+    return mask
+
+
+def step_attention(x: jax.Array, step: AttentionStep, attention: nn.Module,
+                   extra: jax.Array | None = None):
+    """Applies ``attention`` (an :class:`Attention`) within the token groups of ``step``.
+
+    ``extra (b, 1, c)``, e.g. a classification token, is prepended to every group of its clip
+    and its outputs are averaged over the groups (TimeSformer's treatment of the class token in
+    per-frame attention). Returns the video, or ``(video, extra)`` when ``extra`` is given.
+    """
+    b = x.shape[0]
+    tokens = group_tokens(x, step)
+    groups, n = tokens.shape[:2]
+    if extra is not None:
+        tokens = jnp.concatenate([jnp.repeat(extra, groups // b, axis=0), tokens], axis=1)
+    tokens = shard(tokens, "act_batch", "act_seq", "act_embed")
+    _check_causal(step)
+    mask = np.tril(np.ones((tokens.shape[1],) * 2, bool)) if step.causal else None
+    y = attention(tokens, mask=mask)
+    video = ungroup_tokens(y[:, -n:], step, x.shape[:4] + (y.shape[-1],))
+    if extra is None:
+        return video
+    return video, y[:, :1].reshape(b, groups // b, 1, -1).mean(axis=1)
+
+
+class VideoSelfAttention(nn.Module):
+    """Self-attention over a clip by variant name: for each step ``x + attn(LN(x))``.
+
+    Attributes:
+      variant: one of ``ATTENTION_VARIANTS``.
+      num_heads, head_dim: attention shape (every step has its own projections).
+      layer: block index (picks the axis of ``godiva``, which cycles over blocks).
+      step_projection: TimeSformer's extra linear layer after every step but the last (its
+        ``temporal_fc``), which its parameter counts include.
+      zero_init_out: zero output projections, so the block is the identity at init (for
+        inserting into a pretrained image model).
+      qkv_bias: biases on the q/k/v projections.
+    """
+
+    variant: str
+    num_heads: int
+    head_dim: int
+    layer: int = 0
+    step_projection: bool = False
+    zero_init_out: bool = False
+    qkv_bias: bool = False
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, extra: jax.Array | None = None):
+        """``(b, t, h, w, c) -> (b, t, h, w, c)``; with ``extra (b, 1, c)`` (a class token, see
+        :func:`step_attention`) returns ``(video, extra)``."""
+        steps = variant_steps(self.variant, self.layer)
+        for i, step in enumerate(steps):
+            norm = nn.LayerNorm(dtype=self.dtype, name=f"norm_{step.axis}")
+            attention = Attention(self.num_heads, self.head_dim, zero_init_out=self.zero_init_out,
+                                  qkv_bias=self.qkv_bias, dtype=self.dtype,
+                                  name=f"attn_{step.axis}")
+            out = step_attention(norm(x), step, attention,
+                                 None if extra is None else norm(extra))
+            y, y_extra = (out, None) if extra is None else out
+            if self.step_projection and i < len(steps) - 1:
+                fc = nn.Dense(x.shape[-1], dtype=self.dtype, name=f"fc_{step.axis}",
+                              kernel_init=_dense_init(("embed", "embed_out")),
+                              bias_init=_dense_init(("embed_out",), True))
+                y = fc(y)
+                y_extra = None if extra is None else fc(y_extra)
+            x = x + y
+            if extra is not None:
+                extra = extra + y_extra
+        return x if extra is None else (x, extra)

@@ -2,7 +2,8 @@
 
 XLA's native 3D convolution is several times slower on CPU than its 2D convolution, so every
 layer here is written with 2D convs over merged ``(b t)`` axes and per-tap matmuls over time.
-All are exact re-expressions of the corresponding ``lax.conv_general_dilated`` 3D convolution.
+All are exact re-expressions of the corresponding ``lax.conv_general_dilated`` 3D convolution
+(``CausalConv3d``: on the front-padded input). ``video_conv`` picks one by name for ablations.
 """
 
 from collections.abc import Callable
@@ -40,15 +41,23 @@ def conv2d_frames(x: jax.Array, kernel: jax.Array, strides=(1, 1)) -> jax.Array:
     return rearrange(y, "(b t) h w c -> b t h w c", b=b)
 
 
-def stack_time_taps(x: jax.Array, kt: int, stride: int = 1) -> jax.Array:
-    """Zero-pads time ("same") and stacks the ``kt`` shifted views on channels.
+def stack_time_taps(
+    x: jax.Array, kt: int, stride: int = 1, padding: tuple[int, int] | None = None
+) -> jax.Array:
+    """Zero-pads time and stacks the ``kt`` shifted views on channels.
 
     ``(b, t, h, w, c) -> (b, t_out, h, w, kt * c)`` with channel index ``tap * c + ci``, so a
-    contraction with a ``(kt * c, co)`` matrix is the sum over temporal taps.
+    contraction with a ``(kt * c, co)`` matrix is the sum over temporal taps. ``padding`` is
+    ``(before, after)`` frames of zeros, "same" by default; ``(0, 0)`` is a valid conv over an
+    input the caller has already padded. ``t_out = (t + before + after - kt) // stride + 1``.
     """
-    t = x.shape[1]
-    xp = jnp.pad(x, ((0, 0), same_padding(kt), (0, 0), (0, 0), (0, 0)))
-    t_out = (t - 1) // stride + 1
+    before, after = same_padding(kt) if padding is None else padding
+    t_out = (x.shape[1] + before + after - kt) // stride + 1
+    if t_out < 1:
+        raise ValueError(
+            f"{x.shape[1]} frames padded by {(before, after)} are fewer than the {kt} taps"
+        )
+    xp = jnp.pad(x, ((0, 0), (before, after), (0, 0), (0, 0), (0, 0)))
     taps = [xp[:, k : k + stride * (t_out - 1) + 1 : stride] for k in range(kt)]
     return jnp.concatenate(taps, axis=-1) if kt > 1 else taps[0]
 
@@ -154,6 +163,122 @@ class Conv3d(_ConvParams):
         return self.add_bias(y, bias)
 
 
+PAD_MODES = ("replicate", "zeros")
+
+
+def causal_front_padding(x: jax.Array, frames: int, pad_mode: str) -> jax.Array:
+    """The ``frames`` frames a causal conv sees before ``x[:, 0]``: copies of it, or zeros."""
+    if pad_mode == "replicate":
+        return jnp.repeat(x[:, :1], frames, axis=1)
+    if pad_mode == "zeros":
+        return jnp.zeros((x.shape[0], frames, *x.shape[2:]), x.dtype)
+    raise ValueError(f"unknown pad_mode {pad_mode!r}; expected one of {PAD_MODES}")
+
+
+class CausalConv3d(_ConvParams):
+    """Temporally causal kt x kh x kw convolution with an explicit cache for chunked video.
+
+    Time gets ``kt - 1`` frames of front padding only, so output frame ``i`` sees input frames
+    ``<= i``; space is "same" zero padded. ``pad_mode="replicate"`` repeats the first frame
+    (the CogVideoX causal VAE), ``"zeros"`` pads with zeros. ``temporal_stride`` ``s`` is applied
+    after the padding, giving ``(t + kt - 1 - kt) // s + 1 = ceil(t / s)`` output frames whose
+    windows start at padded frames ``0, s, 2s, ...``. Computed like :class:`Conv3d`, with the
+    same ``(kt, kh, kw, c_in, c_out)`` kernel, so weights are interchangeable.
+
+    ``__call__(x, cache)`` returns ``(y, new_cache)``. ``cache`` is the last ``kt - 1`` input
+    frames of the previous chunk ``(b, kt - 1, h, w, c_in)`` and replaces the front padding;
+    ``None`` (first chunk) means pad per ``pad_mode``. ``new_cache`` is the last ``kt - 1``
+    frames of ``[cache or padding, x]``. Chunks threaded this way match one pass over the whole
+    video iff every chunk starts on a multiple of ``s`` frames: each chunk must hold a multiple
+    of ``s`` frames (a chunk given a cache raises otherwise; keep the first chunk a multiple of
+    ``s`` too, which the layer cannot check). See :func:`scan_chunks`.
+    """
+
+    kernel_size: tuple[int, int, int] = (3, 3, 3)
+    temporal_stride: int = 1
+    spatial_strides: tuple[int, int] = (1, 1)
+    pad_mode: str = "replicate"
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, cache: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """``(b, t, h, w, c_in) -> ((b, ceil(t/s), h', w', features), (b, kt-1, h, w, c_in))``."""
+        return self.causal_conv(x, cache)
+
+    def causal_conv(self, x: jax.Array, cache: jax.Array | None):
+        """The layer body, shared with :class:`CausalVideoConv` (same parameter tree)."""
+        kt, kh, kw = self.kernel_size
+        s = self.temporal_stride
+        kernel, bias = self.make(
+            (kt, kh, kw, x.shape[-1], self.features), (None, None, None, "conv_in", "conv_out")
+        )
+        x = x.astype(self.dtype or x.dtype)
+        if cache is None:
+            front = causal_front_padding(x, kt - 1, self.pad_mode)
+        else:
+            want = (x.shape[0], kt - 1, *x.shape[2:])
+            if cache.shape != want:
+                raise ValueError(f"cache must have shape {want} (b, kt-1, h, w, c_in), "
+                                 f"got {cache.shape}")
+            if x.shape[1] % s:
+                raise ValueError(
+                    f"a chunk of {x.shape[1]} frames is not a multiple of temporal_stride={s}: "
+                    "the next chunk's windows would not line up with a full pass"
+                )
+            front = cache.astype(x.dtype)
+        xp = jnp.concatenate([front, x], axis=1)
+        w = rearrange(kernel, "k h w ci co -> h w (k ci) co")
+        y = conv2d_frames(stack_time_taps(xp, kt, s, (0, 0)), w, self.spatial_strides)
+        return self.add_bias(y, bias), xp[:, xp.shape[1] - (kt - 1) :]
+
+
+class CausalVideoConv(CausalConv3d):
+    """:class:`CausalConv3d` over a whole clip, ``__call__(x) -> y``; same parameters."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``(b, t, h, w, c_in) -> (b, ceil(t/s), h', w', features)``."""
+        return self.causal_conv(x, None)[0]
+
+
+def scan_chunks(
+    apply_fn: Callable,
+    x: jax.Array,
+    chunk_frames: int,
+    *,
+    temporal_stride: int = 1,
+    cache=None,
+):
+    """Runs a cached causal ``apply_fn(x_chunk, cache) -> (y, cache)`` over time chunks.
+
+    ``x`` ``(b, n * chunk_frames, ...)`` is cut into ``n`` chunks and ``jax.lax.scan`` carries
+    the cache, so memory holds one chunk's activations at a time. ``cache=None`` runs the first
+    chunk outside the scan with ``apply_fn(chunk, None)`` to obtain one (the layer's own padding);
+    a cache may be any pytree. ``temporal_stride`` is ``apply_fn``'s total time stride: chunks
+    must hold a multiple of it for the result to equal one pass. Returns ``(y, last_cache)``.
+    """
+    t = x.shape[1]
+    if chunk_frames < 1 or t % chunk_frames or chunk_frames % temporal_stride:
+        raise ValueError(
+            f"chunk_frames={chunk_frames} must divide the {t} frames and be a multiple of "
+            f"temporal_stride={temporal_stride}"
+        )
+    head = []
+    if cache is None:
+        y0, cache = apply_fn(x[:, :chunk_frames], None)
+        head, x = [y0], x[:, chunk_frames:]
+
+    def step(carry, chunk):
+        y, carry = apply_fn(chunk, carry)
+        return carry, y
+
+    chunks = rearrange(x, "b (n c) ... -> n b c ...", c=chunk_frames)
+    cache, ys = jax.lax.scan(step, cache, chunks)
+    y = jnp.concatenate([*head, rearrange(ys, "n b c ... -> b (n c) ...")], axis=1)
+    return y, cache
+
+
 class PseudoConv3d(nn.Module):
     """(2+1)D convolution: spatial kh x kw conv, optional activation, temporal kt conv.
 
@@ -206,3 +331,34 @@ class SpatialUpsample(nn.Module):
         """``(b, t, h, w, c) -> (b, t, 2h, 2w, features)``."""
         x = repeat(x, "b t h w c -> b t (h i) (w j) c", i=2, j=2)
         return SpatialConv(self.features, dtype=self.dtype, name="conv")(x)
+
+
+CONV_VARIANTS = ("spatial", "naive3d", "2plus1d", "causal3d")
+
+
+def video_conv(
+    kind: str,
+    features: int,
+    *,
+    kernel_size: tuple[int, int, int] = (3, 3, 3),
+    dtype: Dtype | None = None,
+    kernel_init: Callable = default_kernel_init,
+    name: str | None = None,
+) -> nn.Module:
+    """A ``(b, t, h, w, c_in) -> (b, t, h, w, features)`` conv for the "2D conv to video" ablation.
+
+    ``"spatial"``: 1 x kh x kw per frame (no temporal mixing); ``"naive3d"``: full
+    :class:`Conv3d`; ``"2plus1d"``: :class:`PseudoConv3d` without activation; ``"causal3d"``:
+    :class:`CausalVideoConv` (replicate padding, no cache). ``"naive3d"`` and ``"causal3d"``
+    share one parameter layout.
+    """
+    common = dict(dtype=dtype, kernel_init=kernel_init, name=name)
+    if kind == "spatial":
+        return SpatialConv(features, kernel_size=tuple(kernel_size[1:]), **common)
+    if kind == "naive3d":
+        return Conv3d(features, kernel_size=tuple(kernel_size), **common)
+    if kind == "2plus1d":
+        return PseudoConv3d(features, kernel_size=tuple(kernel_size), **common)
+    if kind == "causal3d":
+        return CausalVideoConv(features, kernel_size=tuple(kernel_size), **common)
+    raise ValueError(f"unknown conv variant {kind!r}; expected one of {CONV_VARIANTS}")
