@@ -74,3 +74,13 @@ def test_frame_count_the_model_cannot_take_is_a_clear_error(trained):
                   str(trained / "x.mp4"), check=False)
     assert result.returncode != 0
     assert "at least 1 frame" in result.stderr
+
+
+def test_latte_trains_and_samples_through_the_same_scripts(tmp_path):
+    _run("experiments.train", "--config", "configs/latte_shapes.py:test", "--workdir",
+         str(tmp_path), "--config.train.steps=2")
+    out = tmp_path / "latte.mp4"
+    _run("experiments.sample", "--workdir", str(tmp_path), "--prompt",
+         "a green square moving up", "--num_samples", "1", "--steps", "2", "--guidance", "2",
+         "--out", str(out))
+    assert out.stat().st_size > 0

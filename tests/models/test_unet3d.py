@@ -136,8 +136,8 @@ def test_build_model_and_variants():
     tokens = jnp.array([[1, 4, 5, 0], [1, 0, 0, 0]], jnp.int32)
     params = _random_params(model, x, t, tokens)
     assert jax.jit(model.apply)(params, x, t, tokens).shape == x.shape
-    bad = ml_collections.ConfigDict(dict(cfg.to_dict(), name="latte"))
-    with pytest.raises(ValueError, match=r"known: \['unet3d'\]"):
+    bad = ml_collections.ConfigDict(dict(cfg.to_dict(), name="dit"))
+    with pytest.raises(ValueError, match=r"known: \['unet3d', 'latte'\]"):
         build_model(bad)
     # Every named size builds; parameter counts via eval_shape (no memory).
     counts = {}

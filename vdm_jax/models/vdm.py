@@ -1,14 +1,18 @@
-"""Text-to-video VDM: a caption encoder feeding the 3D UNet, and the model builder."""
+"""Text-to-video models: a caption encoder feeding a denoiser (the VDM 3D UNet or Latte), and
+the model builder the trainer and sampler share."""
+
+import dataclasses
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vdm_jax.models.latte import LatteTransformer
 from vdm_jax.models.text_encoder import PAD_ID, TextEncoder
 from vdm_jax.models.unet3d import VARIANTS, UNet3D
 
-KNOWN_MODELS = ("unet3d",)
+KNOWN_MODELS = ("unet3d", "latte")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -21,10 +25,31 @@ class TextToVideoUNet(nn.Module):
     def __call__(self, x, t, tokens, image_frames=None, *, train=False):
         """``x (b, t, h, w, c)``, ``t (b,)`` in [0, 1], ``tokens (b, L) int32`` (0 = PAD),
         ``image_frames (b, t)`` bool -> ``(b, t, h, w, out_channels)`` float32."""
-        if tokens.ndim != 2 or tokens.shape[0] != x.shape[0]:
-            raise ValueError(f"tokens must be (b, L) with b={x.shape[0]}, got {tokens.shape}")
-        context = self.text(tokens)
-        return self.unet(x, t, context, tokens != PAD_ID, image_frames, train=train)
+        context, mask = encode_captions(self.text, tokens, x.shape[0])
+        return self.unet(x, t, context, mask, image_frames, train=train)
+
+
+class TextToVideoLatte(nn.Module):
+    """Encodes caption tokens and runs Latte with them as cross-attention context."""
+
+    latte: LatteTransformer
+    text: TextEncoder
+
+    def __call__(self, x, t, tokens, image_frames=None, *, train=False):
+        """As :class:`TextToVideoUNet`; joint image-video training is not available for Latte
+        yet, so ``image_frames`` must be None."""
+        del train  # no dropout in Latte
+        if image_frames is not None:
+            raise ValueError("Latte does not take image frames yet; set train.num_image_frames=0")
+        context, mask = encode_captions(self.text, tokens, x.shape[0])
+        return self.latte(x, t, context, mask)
+
+
+def encode_captions(text: TextEncoder, tokens: jax.Array, batch: int):
+    """``tokens (b, L)`` -> (context ``(b, L, d)``, mask ``(b, L)``), checking the batch."""
+    if tokens.ndim != 2 or tokens.shape[0] != batch:
+        raise ValueError(f"tokens must be (b, L) with b={batch}, got {tokens.shape}")
+    return text(tokens), tokens != PAD_ID
 
 
 def _dtype(name) -> jnp.dtype:
@@ -44,6 +69,13 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
     if model_cfg.name not in KNOWN_MODELS:
         raise ValueError(f"unknown model name {model_cfg.name!r}; known: {list(KNOWN_MODELS)}")
     dtype = _dtype(model_cfg.get("dtype", "float32"))
+    tc = model_cfg.text
+    text = TextEncoder(
+        vocab_size=tc.vocab_size, width=tc.width, depth=tc.depth, num_heads=tc.num_heads,
+        max_len=tc.max_len, dtype=dtype,
+    )
+    if model_cfg.name == "latte":
+        return TextToVideoLatte(latte=_build_latte(model_cfg, tc.width, dtype), text=text)
     unet = UNet3D(
         out_channels=model_cfg.out_channels,
         channels=model_cfg.channels,
@@ -60,12 +92,19 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
         pooled_text=model_cfg.get("pooled_text", False),
         dtype=dtype,
     )
-    tc = model_cfg.text
-    text = TextEncoder(
-        vocab_size=tc.vocab_size, width=tc.width, depth=tc.depth, num_heads=tc.num_heads,
-        max_len=tc.max_len, dtype=dtype,
-    )
     return TextToVideoUNet(unet=unet, text=text)
+
+
+def _build_latte(model_cfg: ml_collections.ConfigDict, caption_channels: int, dtype):
+    """Latte from ``model_cfg`` (fields as :class:`LatteTransformer`'s attributes; ``size``
+    picks a ``latte.VARIANTS`` entry that explicit fields override)."""
+    from vdm_jax.models import latte
+
+    fields = dict(latte.VARIANTS[model_cfg.size]) if model_cfg.get("size") else {}
+    known = {f.name for f in dataclasses.fields(LatteTransformer)} - {"parent", "name"}
+    fields.update({k: v for k, v in model_cfg.items() if k in known})
+    fields.update(caption_channels=caption_channels, dtype=dtype)
+    return LatteTransformer(**fields)
 
 
 def model_config(variant: str = "tiny") -> ml_collections.ConfigDict:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange, repeat
 
+from vdm_jax.nn.dense import DenseND
 from vdm_jax.nn.norms import GroupNorm
 from vdm_jax.sharding import shard
 
@@ -96,20 +97,17 @@ class Attention(nn.Module):
         :func:`dot_product_attention`. Returns ``(b, n, out_features or c)``.
         """
         kv_in = x if context is None else context
-        proj = lambda name: nn.DenseGeneral(  # noqa: E731
-            (self.num_heads, self.head_dim), use_bias=self.qkv_bias, dtype=self.dtype,
-            kernel_init=_dense_init(("embed", "heads", "kv")),
-            bias_init=_dense_init(("heads", "kv"), True), name=name,
-        )
+        shape = (self.num_heads, self.head_dim)
+        proj = lambda name: DenseND(  # noqa: E731
+            shape, ("embed", "heads", "kv"), dtype=self.dtype, use_bias=self.qkv_bias, name=name)
         q, k, v = proj("to_q")(x), proj("to_k")(kv_in), proj("to_v")(kv_in)
         if context_mask is not None:
             keys = context_mask[:, None, None, :]
             mask = keys if mask is None else jnp.logical_and(mask, keys)
         y = dot_product_attention(q, k, v, bias=bias, mask=mask)
-        return nn.DenseGeneral(
-            self.out_features or x.shape[-1], axis=(-2, -1), dtype=self.dtype,
-            kernel_init=_dense_init(("heads", "kv", "embed"), self.zero_init_out),
-            bias_init=_dense_init(("embed",), True), name="to_out",
+        return DenseND(
+            (self.out_features or x.shape[-1],), ("heads", "kv", "embed"), dtype=self.dtype,
+            init=nn.initializers.zeros if self.zero_init_out else None, name="to_out",
         )(y)
 
 

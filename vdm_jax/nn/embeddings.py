@@ -5,6 +5,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = jnp.dtype
 
@@ -114,3 +115,25 @@ class PooledContextEmbedding(nn.Module):
         pooled = (context * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
         pooled = nn.LayerNorm(dtype=self.dtype, name="norm")(pooled)
         return zero_projection(self.features, self.dtype)(pooled)
+
+
+def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
+    """``[sin(pos w), cos(pos w)]`` with ``w_i = 10000^(-2i/dim)``: ``(len(pos), dim)`` float64."""
+    if dim % 2:
+        raise ValueError(f"sin-cos position embedding needs an even size, got {dim}")
+    omega = 1.0 / 10000 ** (np.arange(dim // 2, dtype=np.float64) / (dim / 2))
+    out = np.outer(np.asarray(pos, np.float64).reshape(-1), omega)
+    return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+
+def spatial_pos_embed(dim: int, gh: int, gw: int, base_size: int, scale: float) -> np.ndarray:
+    """Fixed 2D sin-cos table ``(gh * gw, dim)``, row-major over ``(h, w)`` patches.
+
+    As diffusers' ``get_2d_sincos_pos_embed``: positions are rescaled so a grid of any size spans
+    the ``base_size`` grid trained on; the first half of the channels encodes the column (x), the
+    second half the row (y).
+    """
+    ys = np.arange(gh, dtype=np.float32) / np.float32(gh / base_size) / np.float32(scale)
+    xs = np.arange(gw, dtype=np.float32) / np.float32(gw / base_size) / np.float32(scale)
+    x, y = np.meshgrid(xs, ys)  # (gh, gw) each
+    return np.concatenate([sincos_1d(dim // 2, x), sincos_1d(dim // 2, y)], axis=1)
