@@ -12,6 +12,7 @@ from vdm_jax.models.latte import (
     count_params,
     split_learned_sigma,
 )
+from vdm_jax.nn.embeddings import apply_rope
 
 # Latte paper Table 1 (256x256 videos = 32x32x4 latents, patch 2, learned sigma), millions.
 PAPER = {"S/2": 32.48, "XL/2": 673.68}
@@ -166,8 +167,17 @@ def test_bad_inputs_raise_clear_errors(v1):
         model.apply(params, x, t, kwargs["context"], jnp.ones((2, 4), bool))
     with pytest.raises(ValueError, match=r"t must be \(b,\)"):
         model.apply(params, x, jnp.zeros((3,)), **kwargs)
-    with pytest.raises(ValueError, match="variants 3 and 4"):
-        model.clone(variant=3).apply(params, x, t, **kwargs)
+    with pytest.raises(ValueError, match="variant=5"):
+        model.clone(variant=5).apply(params, x, t, **kwargs)
+    with pytest.raises(ValueError, match="num_heads=3 must be even"):
+        LatteTransformer(hidden_size=12, num_heads=3, variant=4).init(jax.random.key(0), x, t)
+    with pytest.raises(ValueError, match="even head size"):
+        LatteTransformer(hidden_size=6, num_heads=2, temporal_pos="rope").init(
+            jax.random.key(0), x, t)
+    with pytest.raises(ValueError, match="no adaLN"):
+        model.clone(conditioning="tokens").apply(params, x, t, **kwargs)
+    with pytest.raises(ValueError, match="conditioning="):
+        model.clone(conditioning="concat").apply(params, x, t, **kwargs)
     with pytest.raises(ValueError, match="remat"):
         model.clone(remat="sometimes").apply(params, x, t, **kwargs)
     with pytest.raises(ValueError, match="does not divide"):
@@ -188,3 +198,104 @@ def test_sharded_forward_equals_unsharded():
     with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
         got = _jit_apply(model)(jax.device_put(params, specs), *args, **kwargs)
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+# --- Variants 3 and 4, rotary temporal positions, timestep tokens ---------------------------
+
+
+def _loss_and_grads(model, params, args, kwargs):
+    loss = lambda p: jnp.mean(model.apply(p, *args, **kwargs) ** 2)  # noqa: E731
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(variant=3),
+    dict(variant=4, adaln="single", temporal_pos="rope"),
+    dict(variant=3, conditioning="tokens", temporal_pos="rope", num_classes=3),
+    dict(variant=4, conditioning="tokens", remat="full"),
+    dict(variant=1, conditioning="tokens", temporal_pos="rope"),
+])
+def test_new_variants_run_with_captions_and_have_finite_gradients(overrides):
+    model, params, args, kwargs = _setup(seed=11, caption_channels=6, num_layers=1, **overrides)
+    loss, grads = _loss_and_grads(model, params, args, kwargs)
+    assert np.isfinite(float(loss)) and float(loss) > 0
+    assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("variant", [3, 4])
+def test_factorised_variants_mix_frames_only_through_temporal_attention(variant):
+    model, params, (x, t), kwargs = _setup(seed=12, variant=variant, num_layers=1,
+                                           caption_channels=6, temporal_pos="rope")
+    apply, x2 = _jit_apply(model), x.at[:, 0].add(1.0)
+    for temporal in (False, True):
+        a = apply(params, x, t, **kwargs, enable_temporal=temporal)
+        b = apply(params, x2, t, **kwargs, enable_temporal=temporal)
+        assert float(jnp.abs(a[:, 0] - b[:, 0]).max()) > 1e-3
+        other = float(jnp.abs(a[:, 1:] - b[:, 1:]).max())
+        assert (other > 1e-3) if temporal else (other < 1e-5)
+
+
+def test_rotary_logits_depend_only_on_the_frame_offset():
+    q, k = jax.random.normal(jax.random.key(0), (2, 1, 6, 2, 8))
+    pos = np.arange(6)
+
+    def logits(shift):
+        qr, kr = apply_rope(q, pos + shift), apply_rope(k, pos + shift)
+        return jnp.einsum("bnhd,bmhd->bhnm", qr, kr)
+
+    base = logits(0)
+    np.testing.assert_allclose(logits(5), base, atol=1e-4)
+    np.testing.assert_allclose(logits(-3.0), base, atol=1e-4)
+    assert float(jnp.abs(base - jnp.einsum("bnhd,bmhd->bhnm", q, k)).max()) > 1e-2  # it rotates
+    np.testing.assert_allclose(apply_rope(q, np.zeros(6)), q, atol=1e-6)  # position 0: identity
+
+
+def test_rope_adds_no_parameters_and_changes_the_output():
+    model, params, args, _ = _setup(seed=13, num_layers=1)
+    rope = model.clone(temporal_pos="rope")
+    tree = jax.eval_shape(lambda: rope.init(jax.random.key(0), *args))
+    assert jax.tree.structure(nn.meta.unbox(tree)) == jax.tree.structure(params)
+    y_abs = _jit_apply(model)(params, *args)
+    y_rope = _jit_apply(rope)(params, *args)
+    y_none = _jit_apply(model.clone(temporal_pos="none"))(params, *args)
+    assert float(jnp.abs(y_rope - y_none).max()) > 1e-3
+    assert float(jnp.abs(y_rope - y_abs).max()) > 1e-3
+
+
+@pytest.mark.parametrize("variant", [1, 3, 4])
+def test_token_conditioning_depends_on_time_and_has_no_adaln(variant):
+    model, params, (x, t), _ = _setup(seed=14, variant=variant, num_layers=1,
+                                      conditioning="tokens")
+    names = {"/".join(str(getattr(k, "key", k)) for k in path)
+             for path, _ in jax.tree_util.tree_leaves_with_path(params)}
+    assert not any("adaln" in n or "scale_shift_table" in n for n in names)
+    apply = _jit_apply(model)
+    assert float(jnp.abs(apply(params, x, t) - apply(params, x, t[::-1])).max()) > 1e-3
+
+
+def _size(tree):
+    return sum(a.size for a in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("adaln", ["block", "single"])
+def test_factorised_variants_parameter_structure(adaln):
+    """Variant 3 (L blocks) = variant 1 (L pairs) minus one MLP and one adaLN modulation per
+    pair (the temporal block's); variant 4 (L blocks) = exactly variant 1's spatial blocks."""
+    kw = dict(**TINY, caption_channels=6, num_classes=3, adaln=adaln, activation="geglu")
+    args = (jnp.zeros((1, 2, 8, 8, 4)), jnp.zeros((1,)))
+    extra = dict(context=jnp.zeros((1, 3, 6)), class_labels=jnp.zeros((1,), jnp.int32))
+    shapes = lambda **o: nn.meta.unbox(jax.eval_shape(  # noqa: E731
+        lambda: LatteTransformer(**kw, **o).init(jax.random.key(0), *args, **extra))["params"])
+    p1, p3, p4 = shapes(variant=1), shapes(variant=3), shapes(variant=4)
+    temporal = p1["blocks"]["temporal"]
+    adaln_params = temporal["adaln_modulation" if adaln == "block" else "scale_shift_table"]
+    assert _size(p1) - _size(p3) == _size(temporal["ff"]) + _size(adaln_params)
+    assert _size(temporal["ff"]) > 0 and jax.tree.leaves(temporal["ff"])[0].shape[0] == 2
+    # The spatial and temporal attentions of variant 3 are variant 1's, block for block.
+    same = lambda a, b: jax.tree.map(lambda u, v: u.shape == v.shape, a, b)  # noqa: E731
+    assert all(jax.tree.leaves(same(p3["blocks"]["attn1"], p1["blocks"]["spatial"]["attn1"])))
+    assert all(jax.tree.leaves(same(p3["blocks"]["attn_temporal"], temporal["attn1"])))
+    # Variant 4: the block is variant 1's spatial block, shape for shape; the rest is shared.
+    assert jax.tree.structure(p4["blocks"]) == jax.tree.structure(p1["blocks"]["spatial"])
+    assert all(jax.tree.leaves(same(p4["blocks"], p1["blocks"]["spatial"])))
+    assert _size(p1) - _size(p4) == _size(temporal)

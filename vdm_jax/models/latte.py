@@ -8,9 +8,34 @@ position (*temporal* blocks). ``variant`` is the paper's block arrangement (§3.
 - ``1``: spatial and temporal blocks interleaved (the paper's choice, and diffusers'
   ``LatteTransformer3DModel``, which this reproduces exactly);
 - ``2``: late fusion, all spatial blocks then all temporal blocks.
+- ``3``: factorised self-attention (ViViT's model 3): one block type whose attention is a
+  spatial attention (``attn1``) then a temporal attention (``attn_temporal``), each with its own
+  projections and residual, then cross-attention and *one* MLP. ``num_layers`` counts these
+  blocks, so ``num_layers=L`` has ``L`` MLPs and ``2L`` self-attentions where variants 1/2 have
+  ``2L`` blocks (``2L`` MLPs and ``2L`` self-attentions): with the same ``num_layers`` its
+  parameters are variant 1's minus one MLP and one adaLN modulation per pair.
+- ``4``: factorised heads (ViViT's model 4): one multi-head attention ``attn1`` whose first
+  ``num_heads // 2`` heads attend over the patches of a frame and the others over the frames at
+  a patch position; head outputs are concatenated and projected by one ``to_out``. Its block has
+  exactly the parameters of variant 1's spatial block, so ``num_layers=L`` is ``L`` blocks.
 
-Both keep parameters in one tree (``blocks/spatial``, ``blocks/temporal``, stacked on a leading
-``layers`` axis by ``nn.scan``), so weights of one variant run as the other.
+Variants 1 and 2 keep parameters in one tree (``blocks/spatial``, ``blocks/temporal``, stacked
+on a leading ``layers`` axis by ``nn.scan``), so weights of one variant run as the other;
+variants 3 and 4 stack their single block type under ``blocks``. No variant builds a dense
+space-time mask: each attention runs on the tokens regrouped per frame or per patch position.
+
+Temporal positions (``temporal_pos``): ``"absolute"`` adds a sin-cos table over frames once (before
+the first temporal block; in variants 3 and 4 before the first block); ``"rope"`` rotates q and k
+of every temporal attention (the temporal heads in variant 4) by the frame index (no parameters,
+relative offsets only); ``"none"``.
+
+Conditioning (``conditioning``): ``"adaln"`` modulates every block (see ``adaln`` below);
+``"tokens"`` (the paper's "timestep-class information as tokens", §3.2) instead appends the
+embedding ``c`` (time + class), normalised like the tokens, as one extra token to every
+attention sequence (each spatial group and each temporal group) of every block; its outputs are
+discarded straight away, so it acts as an extra key/value each layer. Blocks then use plain
+LayerNorms and ungated residuals, and the final layer is a plain LayerNorm and the linear
+projection (no adaLN parameters anywhere).
 
 Conditioning (``adaln``): ``"block"`` is the paper's DiT adaLN-Zero, where each block maps
 ``SiLU(c)`` (``c`` = time + class embedding) to its own shift/scale/gate vectors; ``"single"`` is
@@ -27,45 +52,33 @@ are the noise prediction and the rest the variance interpolation values (diffuse
 ``learned_range``): see :func:`split_learned_sigma`.
 """
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
-from vdm_jax.nn.attention import Attention
+from vdm_jax.models.latte_blocks import (
+    ACTIVATIONS,
+    ADALN,
+    BLOCK_VARIANTS,
+    CONDITIONING,
+    FREQUENCY_DIM,
+    REMAT_POLICIES,
+    TEMPORAL_POS,
+    BlockSpec,
+    FactorisedBlock,
+    LateFusion,
+    LattePair,
+    Mlp,
+    _init,
+    _layer_norm,
+    _scanned,
+)
 from vdm_jax.nn.dense import dense
 from vdm_jax.nn.embeddings import sincos_1d, spatial_pos_embed, timestep_embedding
-from vdm_jax.sharding import shard
 
 Dtype = jnp.dtype
-
-BLOCK_VARIANTS = (1, 2)  # the paper's model variants 1-4 (§3.1) implemented so far
-ACTIVATIONS = ("geglu", "gelu", "gelu_tanh")
-ADALN = ("block", "single")
-TEMPORAL_POS = ("absolute", "none")
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
-FREQUENCY_DIM = 256  # sinusoidal time features (DiT, PixArt)
-
-
-def _init(names, init):
-    return nn.with_logical_partitioning(init, names)
-
-
-def _layer_norm(eps, affine, dtype, name):
-    # Two-pass variance: the one-pass form loses digits when activations have a large mean.
-    return nn.LayerNorm(
-        epsilon=eps, use_scale=affine, use_bias=affine, use_fast_variance=False, dtype=dtype,
-        scale_init=_init(("norm",), nn.initializers.ones),
-        bias_init=_init(("norm",), nn.initializers.zeros), name=name,
-    )
 
 
 def split_learned_sigma(out: jax.Array, in_channels: int) -> tuple[jax.Array, jax.Array]:
@@ -75,181 +88,25 @@ def split_learned_sigma(out: jax.Array, in_channels: int) -> tuple[jax.Array, ja
     return out[..., :in_channels], out[..., in_channels:]
 
 
-@dataclasses.dataclass(frozen=True)
-class BlockSpec:
-    """What every Latte block shares (see :class:`LatteTransformer` for the fields)."""
-
-    num_heads: int
-    head_dim: int
-    mlp_ratio: float = 4.0
-    activation: str = "gelu_tanh"
-    qkv_bias: bool = True
-    norm_eps: float = 1e-6
-    norm_affine: bool = False
-    adaln: str = "block"
-    dtype: Dtype | None = None
-
-
-class FeedForward(nn.Module):
-    """``proj_out(act(proj_in(x)))``; GEGLU's ``proj_in`` has a ``(2, inner)`` output: value,
-    gate (so the gate half shards along ``mlp`` like the value half)."""
-
-    activation: str
-    mlp_ratio: float = 4.0
-    dtype: Dtype | None = None
-
-    @nn.compact
-    def __call__(self, x):
-        d = x.shape[-1]
-        inner = int(d * self.mlp_ratio)
-        if self.activation == "geglu":
-            y = dense((2, inner), ("embed", None, "mlp"), "proj_in", self.dtype)(x)
-            y = y[..., 0, :] * nn.gelu(y[..., 1, :], approximate=False)
-        else:
-            y = dense(inner, ("embed", "mlp"), "proj_in", self.dtype)(x)
-            y = nn.gelu(y, approximate=self.activation == "gelu_tanh")
-        return dense(d, ("mlp", "embed"), "proj_out", self.dtype)(y)
-
-
-class LatteBlock(nn.Module):
-    """Pre-norm block with adaLN modulation on tokens ``x (b, g, n, d)``: attention within each
-    of the ``g`` groups of ``n`` tokens (a frame's patches, or a patch position's frames), then
-    optional cross-attention to the caption, then the MLP.
-
-    ``cond`` is ``(b, 6, d)`` (adaLN-single: the shared projection) or ``(b, d)`` (adaLN-Zero:
-    ``c``). Returns ``(x, None)`` so it can be the body of ``nn.scan``.
-    """
-
-    spec: BlockSpec
-    temporal: bool = False
-    cross_attention: bool = False
-
-    def modulation(self, cond, d, dtype):
-        """The six ``(b, 1, 1, d)`` shift/scale/gate vectors (msa then mlp), in ``dtype`` (the
-        activations', so a bfloat16 scan carry stays bfloat16)."""
-        s = self.spec
-        if s.adaln == "single":
-            table = self.param("scale_shift_table", _init((None, "embed"),
-                               nn.initializers.normal(d**-0.5)), (6, d), jnp.float32)
-            mod = table[None] + cond
-        else:
-            mod = dense((6, d), ("embed", None, "mlp"), "adaln_modulation", s.dtype,
-                         nn.initializers.zeros, (None, "mlp"))(nn.silu(cond))
-        return [mod[:, i, None, None, :].astype(dtype) for i in range(6)]
-
-    def shard(self, x):
-        names = ("act_seq", "act_frames") if self.temporal else ("act_frames", "act_seq")
-        return shard(x, "act_batch", *names, "act_embed")
-
-    @nn.compact
-    def __call__(self, x, cond, context=None, context_mask=None):
-        s = self.spec
-        b, g, n, d = x.shape
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(
-            cond, d, x.dtype)
-        y = _layer_norm(s.norm_eps, s.norm_affine, s.dtype, "norm1")(x)
-        y = rearrange(y * (1 + scale_msa) + shift_msa, "b g n d -> (b g) n d")
-        y = Attention(s.num_heads, s.head_dim, qkv_bias=s.qkv_bias, dtype=s.dtype,
-                      name="attn1")(y)
-        x = x + gate_msa * rearrange(y, "(b g) n d -> b g n d", b=b)
-        if self.cross_attention:  # no norm, no gate (PixArt); all frames' queries in one call
-            y = Attention(s.num_heads, s.head_dim, qkv_bias=s.qkv_bias, dtype=s.dtype,
-                          name="attn2")(rearrange(x, "b g n d -> b (g n) d"), context,
-                                        context_mask=context_mask)
-            x = x + rearrange(y, "b (g n) d -> b g n d", g=g)
-        y = _layer_norm(s.norm_eps, s.norm_affine, s.dtype, "norm2")(x)
-        y = FeedForward(s.activation, s.mlp_ratio, s.dtype, name="ff")(
-            y * (1 + scale_mlp) + shift_mlp)
-        return self.shard(x + gate_mlp * y), None
-
-
-class LattePair(nn.Module):
-    """A spatial block on ``(b, t, n, d)`` then a temporal block on ``(b, n, t, d)``; the unit
-    ``nn.scan`` repeats in variant 1. ``first`` (1.0 in the first pair, else 0.0) gates the
-    temporal position embedding, which Latte adds once, before the first temporal block."""
-
-    spec: BlockSpec
-    cross_attention: bool
-    enable_temporal: bool = True
-
-    @nn.compact
-    def __call__(self, x, cond, context, context_mask, temporal_pos, first):
-        x, _ = LatteBlock(self.spec, False, self.cross_attention, name="spatial")(
-            x, cond, context, context_mask)
-        if not self.enable_temporal:
-            return x, None
-        y = rearrange(x, "b t n d -> b n t d")
-        if temporal_pos is not None:
-            y = y + first.astype(y.dtype) * temporal_pos.astype(y.dtype)
-        y, _ = LatteBlock(self.spec, True, name="temporal")(y, cond)
-        return rearrange(y, "b n t d -> b t n d"), None
-
-
-def _scanned(cls, length: int, remat: str, in_axes: tuple):
-    """``cls`` (rematerialised unless ``remat="none"``) repeated ``length`` times by
-    ``nn.scan``, parameters stacked on a leading ``layers`` axis."""
-    if remat not in REMAT_POLICIES:
-        raise ValueError(f"unknown remat policy {remat!r}; choose one of {list(REMAT_POLICIES)}")
-    if remat != "none":
-        cls = nn.remat(cls, policy=REMAT_POLICIES[remat], prevent_cse=False)
-    return nn.scan(
-        cls, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
-        length=length, metadata_params={nn.PARTITION_NAME: "layers"},
-    )
-
-
-class LateFusion(nn.Module):
-    """Variant 2: every spatial block, then the temporal position embedding, then every temporal
-    block; the same parameter tree as the scanned :class:`LattePair` of variant 1."""
-
-    spec: BlockSpec
-    cross_attention: bool
-    num_layers: int
-    remat: str = "none"
-    enable_temporal: bool = True
-
-    @nn.compact
-    def __call__(self, x, cond, context, context_mask, temporal_pos):
-        scan = lambda: _scanned(LatteBlock, self.num_layers, self.remat, (nn.broadcast,) * 3)  # noqa: E731
-        x, _ = scan()(self.spec, False, self.cross_attention, name="spatial")(
-            x, cond, context, context_mask)
-        if not self.enable_temporal:
-            return x
-        y = rearrange(x, "b t n d -> b n t d")
-        if temporal_pos is not None:
-            y = y + temporal_pos.astype(y.dtype)
-        y, _ = scan()(self.spec, True, name="temporal")(y, cond, None, None)
-        return rearrange(y, "b n t d -> b t n d")
-
-
-class Mlp(nn.Module):
-    """``linear_2(act(linear_1(x)))``: the time embedding (SiLU, on 256 sinusoidal features) and
-    the caption projection (GELU-tanh, PixArt-α)."""
-
-    features: int
-    activation: str
-    dtype: Dtype | None = None
-
-    @nn.compact
-    def __call__(self, x):
-        x = dense(self.features, ("embed", "mlp"), "linear_1", self.dtype)(x)
-        x = nn.silu(x) if self.activation == "silu" else nn.gelu(x, approximate=True)
-        return dense(self.features, ("mlp", "embed"), "linear_2", self.dtype)(x)
-
-
 class LatteTransformer(nn.Module):
     """Latte on latent videos ``(b, t, h, w, in_channels)`` -> ``(b, t, h, w, out_channels)``.
 
     Attributes:
       in_channels: latent channels; ``learn_sigma`` doubles the output (noise, variance values).
       hidden_size, num_heads, mlp_ratio: transformer width, heads (must divide it), MLP width.
-      num_layers: spatial/temporal block *pairs*; the paper's "depth" is ``2 * num_layers``.
+      num_layers: variants 1/2: spatial/temporal block *pairs* (the paper's "depth" is
+        ``2 * num_layers``); variants 3/4: blocks, each with spatial and temporal attention and
+        one MLP (see the module docstring for how their sizes compare).
       patch_size, patch_size_t: patch side, and frames per tubelet (1 = per-frame patches).
-      variant: block arrangement, 1 (interleaved) or 2 (late fusion); see the module docstring.
+      variant: 1 (interleaved), 2 (late fusion), 3 (factorised self-attention in a block) or
+        4 (spatial and temporal heads in one attention); see the module docstring.
       sample_size: latent side the spatial sin-cos table is laid out for (diffusers'
         ``sample_size``); other sizes are rescaled onto it as diffusers does.
       temporal_pos: ``"absolute"`` (sin-cos over frame tokens, added before the first temporal
-        block) or ``"none"``.
+        block), ``"rope"`` (rotary frame positions on q/k of temporal attention; even head
+        size) or ``"none"``.
+      conditioning: ``"adaln"`` (modulated blocks) or ``"tokens"`` (``c`` as an extra token in
+        every attention group, plain LayerNorm blocks; ``adaln`` must stay ``"block"``).
       adaln: ``"block"`` (DiT adaLN-Zero, the paper) or ``"single"`` (PixArt-α adaLN-single).
       activation: MLP activation, ``"gelu_tanh"`` (DiT), ``"gelu"`` or ``"geglu"``.
       qkv_bias: biases on the q/k/v projections; norm_eps, norm_affine: the blocks' LayerNorms.
@@ -271,6 +128,7 @@ class LatteTransformer(nn.Module):
     variant: int = 1
     sample_size: int = 32
     temporal_pos: str = "absolute"
+    conditioning: str = "adaln"
     adaln: str = "block"
     activation: str = "gelu_tanh"
     qkv_bias: bool = True
@@ -290,15 +148,23 @@ class LatteTransformer(nn.Module):
     def check(self) -> None:
         """Raises a ValueError naming the first bad attribute."""
         choices = {"variant": BLOCK_VARIANTS, "activation": ACTIVATIONS, "adaln": ADALN,
-                   "temporal_pos": TEMPORAL_POS, "remat": tuple(REMAT_POLICIES)}
+                   "temporal_pos": TEMPORAL_POS, "conditioning": CONDITIONING,
+                   "remat": tuple(REMAT_POLICIES)}
         for field, allowed in choices.items():
             if getattr(self, field) not in allowed:
-                raise ValueError(f"{field}={getattr(self, field)!r} is not one of {list(allowed)}"
-                                 + (" (variants 3 and 4 are not implemented yet)"
-                                    if field == "variant" else ""))
+                raise ValueError(f"{field}={getattr(self, field)!r} is not one of {list(allowed)}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} does not divide "
                              f"hidden_size={self.hidden_size}")
+        if self.variant == 4 and self.num_heads % 2:
+            raise ValueError(f"variant 4 splits the heads into spatial and temporal halves: "
+                             f"num_heads={self.num_heads} must be even")
+        if self.temporal_pos == "rope" and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(f"temporal_pos='rope' needs an even head size, got "
+                             f"{self.hidden_size // self.num_heads}")
+        if self.conditioning == "tokens" and self.adaln != "block":
+            raise ValueError(f"conditioning='tokens' has no adaLN: adaln={self.adaln!r} would be "
+                             "ignored (leave it 'block')")
 
     def check_inputs(self, x, t, context, context_mask, class_labels) -> None:
         if x.ndim != 5 or x.shape[-1] != self.in_channels:
@@ -329,7 +195,8 @@ class LatteTransformer(nn.Module):
     def spec(self) -> BlockSpec:
         return BlockSpec(self.num_heads, self.hidden_size // self.num_heads, self.mlp_ratio,
                          self.activation, self.qkv_bias, self.norm_eps, self.norm_affine,
-                         self.adaln, self.dtype)
+                         self.adaln, self.dtype, self.conditioning,
+                         self.temporal_pos == "rope")
 
     def embed_patches(self, x):
         """``(b, t, h, w, c) -> (b, t', h' * w', d)`` with the spatial sin-cos positions added.
@@ -346,7 +213,7 @@ class LatteTransformer(nn.Module):
         x = rearrange(x, "b t h w d -> b t (h w) d") + jnp.asarray(pos, jnp.float32)
         return x.astype(self.dtype or jnp.float32)
 
-    def conditioning(self, t, class_labels):
+    def embed_conditioning(self, t, class_labels):
         """``c (b, d)`` = time (+ class) embedding, and the blocks' ``cond`` input."""
         freqs = timestep_embedding(t * self.time_scale + self.time_shift, FREQUENCY_DIM,
                                    time_scale=1.0)  # [cos, sin]
@@ -356,7 +223,7 @@ class LatteTransformer(nn.Module):
                 self.num_classes + 1, self.hidden_size, name="label_embed",
                 embedding_init=_init(("vocab", "embed"), nn.initializers.normal(0.02)),
             )(class_labels)
-        if self.adaln == "block":
+        if self.adaln == "block" or self.conditioning == "tokens":
             return c, c
         cond = dense((6, self.hidden_size), ("embed", None, "mlp"), "adaln_single", self.dtype,
                       nn.initializers.normal(0.02), (None, "mlp"))(nn.silu(c))
@@ -367,6 +234,13 @@ class LatteTransformer(nn.Module):
         pos = None
         if self.temporal_pos == "absolute" and x.shape[1] > 1:
             pos = jnp.asarray(sincos_1d(self.hidden_size, np.arange(x.shape[1])), jnp.float32)
+        if self.variant in (3, 4):
+            if pos is not None and enable_temporal:
+                x = x + pos[None, :, None].astype(x.dtype)
+            stack = _scanned(FactorisedBlock, self.num_layers, self.remat, (nn.broadcast,) * 3)
+            x, _ = stack(spec, cross, self.variant == 4, enable_temporal, name="blocks")(
+                x, cond, context, context_mask)
+            return x
         if self.variant == 2:
             return LateFusion(spec, cross, self.num_layers, self.remat, enable_temporal,
                               name="blocks")(x, cond, context, context_mask, pos)
@@ -378,9 +252,12 @@ class LatteTransformer(nn.Module):
         return x
 
     def final_layer(self, x, c, height):
-        """Modulated LayerNorm and the per-token linear back to ``(b, t, h, w, out)`` pixels."""
+        """Modulated LayerNorm (plain with token conditioning) and the per-token linear back to
+        ``(b, t, h, w, out)`` pixels."""
         d, p, pt = self.hidden_size, self.patch_size, self.patch_size_t
-        if self.adaln == "single":  # diffusers: the time embedding itself, not SiLU of it
+        if self.conditioning == "tokens":
+            mod = jnp.zeros((1, 2, d), jnp.float32)
+        elif self.adaln == "single":  # diffusers: the time embedding itself, not SiLU of it
             table = self.param("scale_shift_table", _init((None, "embed"),
                                nn.initializers.normal(d**-0.5)), (2, d), jnp.float32)
             mod = table[None] + c[:, None]
@@ -409,7 +286,7 @@ class LatteTransformer(nn.Module):
         context_mask = None if context_mask is None else jnp.asarray(context_mask, bool)
         self.check_inputs(x, t, context, context_mask, class_labels)
         tokens = self.embed_patches(x)
-        c, cond = self.conditioning(t, class_labels)
+        c, cond = self.embed_conditioning(t, class_labels)
         if context is not None:
             context = Mlp(self.hidden_size, "gelu_tanh", self.dtype,
                           name="caption_projection")(context)

@@ -90,17 +90,22 @@ class Attention(nn.Module):
     dtype: Dtype | None = None
 
     @nn.compact
-    def __call__(self, x, context=None, *, bias=None, mask=None, context_mask=None):
+    def __call__(self, x, context=None, *, bias=None, mask=None, context_mask=None,
+                 rotary=None):
         """Attends ``x (b, n, c)`` to ``context (b, m, d)`` (or to itself).
 
         ``context_mask (b, m)`` bool marks real keys; ``bias``/``mask`` as in
-        :func:`dot_product_attention`. Returns ``(b, n, out_features or c)``.
+        :func:`dot_product_attention`; ``rotary``, a function of ``(b, n, heads, d)``, is
+        applied to q and k after their projections (e.g. rotary position embeddings; no
+        parameters). Returns ``(b, n, out_features or c)``.
         """
         kv_in = x if context is None else context
         shape = (self.num_heads, self.head_dim)
         proj = lambda name: DenseND(  # noqa: E731
             shape, ("embed", "heads", "kv"), dtype=self.dtype, use_bias=self.qkv_bias, name=name)
         q, k, v = proj("to_q")(x), proj("to_k")(kv_in), proj("to_v")(kv_in)
+        if rotary is not None:
+            q, k = rotary(q), rotary(k)
         if context_mask is not None:
             keys = context_mask[:, None, None, :]
             mask = keys if mask is None else jnp.logical_and(mask, keys)
