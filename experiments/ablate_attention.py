@@ -32,19 +32,18 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from experiments import report
 from experiments.common import init_runtime
 from vdm_jax.models.timesformer import TimeSformer
 from vdm_jax.models.video_resnet import VideoResNet
 from vdm_jax.nn.attention import ATTENTION_VARIANTS
 from vdm_jax.nn.conv import CONV_VARIANTS
 
-_OUT = flags.DEFINE_string("out", "workdir/ablation", "Output directory.")
 _FRAMES = flags.DEFINE_integer("frames", 8, "Frames per clip.")
 _SIZE = flags.DEFINE_integer("image_size", 224, "Frame side in pixels.")
 _LONG = flags.DEFINE_integer("long_frames", 32, "Frames for the GFLOPs scaling column.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed forward+backward runs per variant.")
 _TRAIN = flags.DEFINE_integer("train_steps", 0, "Direction-classification steps (0: skip).")
-_ONLY = flags.DEFINE_list("only", [], "Restrict to these variant names.")
 
 SSV2_CLASSES = 174  # the head the survey's parameter table counts
 
@@ -168,47 +167,29 @@ COLUMNS = [("params_M", "params (M)", "{:.1f}"), ("gflops", "GFLOPs/clip", "{:.1
 def markdown_table(rows: list[dict], long_frames: int) -> str:
     columns = [c for c in COLUMNS if any(c[0] in r for r in rows)]
     head = ["family", "variant"] + [c[1].replace("@long", f"@{long_frames}f") for c in columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        cells = [r["family"], r["variant"]] + [
-            fmt.format(r[key]) if key in r else "" for key, _, fmt in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = [[r["family"], r["variant"]] + [fmt.format(r[key]) if key in r else ""
+                                            for key, _, fmt in columns] for r in rows]
+    return report.markdown_table(head, cells)
+
+
+FAMILY_COLOURS = {"attention": (70, 110, 190), "conv": (220, 130, 50)}
 
 
 def bar_chart(rows: list[dict], path: Path) -> None:
-    """One panel per measured quantity, one bar per variant (PIL only)."""
-    from PIL import Image, ImageDraw
-
+    """One panel per measured quantity, one bar per variant."""
     metrics = [c for c in COLUMNS if c[0] != "compile_s" and any(c[0] in r for r in rows)]
-    bar_h, label_w, panel_w, pad = 18, 190, 260, 12
-    height = pad + len(rows) * bar_h + 30
-    image = Image.new("RGB", (label_w + len(metrics) * (panel_w + pad) + pad, height), "white")
-    draw = ImageDraw.Draw(image)
-    colours = {"attention": (70, 110, 190), "conv": (220, 130, 50)}
-    for j, r in enumerate(rows):
-        draw.text((pad, 24 + j * bar_h), f"{r['family']}: {r['variant']}", fill="black")
-    for m, (key, title, fmt) in enumerate(metrics):
-        x0 = label_w + m * (panel_w + pad)
-        draw.text((x0, 4), title, fill="black")
-        top = max((r.get(key, 0) for r in rows), default=1) or 1
-        for j, r in enumerate(rows):
-            if key not in r:
-                continue
-            y0 = 24 + j * bar_h
-            width = int((panel_w - 60) * r[key] / top)
-            draw.rectangle([x0, y0, x0 + width, y0 + bar_h - 5], fill=colours[r["family"]])
-            draw.text((x0 + width + 4, y0), fmt.format(r[key]), fill="black")
-    image.save(path)
+    report.bar_chart(path, [f"{r['family']}: {r['variant']}" for r in rows],
+                     [(title, [r.get(key) for r in rows], fmt) for key, title, fmt in metrics],
+                     [FAMILY_COLOURS[r["family"]] for r in rows])
 
 
 def main(argv):
     del argv
     init_runtime()
-    out = Path(_OUT.value)
+    out = report.out_dir("workdir/ablation")
     out.mkdir(parents=True, exist_ok=True)
     frames, size = _FRAMES.value, _SIZE.value
-    wanted = lambda name: not _ONLY.value or name in _ONLY.value  # noqa: E731
+    wanted = lambda name: not report.ONLY.value or name in report.ONLY.value  # noqa: E731
     rows = []
     for variant in filter(wanted, ATTENTION_VARIANTS):
         logging.info("attention %s", variant)
@@ -250,9 +231,9 @@ def main(argv):
     notes.append(f"clip {frames}x{size}x{size}, batch 1, {jax.devices()[0].device_kind} "
                  f"({jax.device_count()} device(s)); rerun: python -m experiments.ablate_attention "
                  + " ".join(sys.argv[1:]))
-    report = table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    print("\n" + report)
-    (out / "ablation.md").write_text(report)
+    text = table + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    print("\n" + text)
+    (out / "ablation.md").write_text(text)
     (out / "ablation.json").write_text(json.dumps(rows, indent=2))
     bar_chart(rows, out / "ablation.png")
     logging.info("wrote %s/ablation.{md,json,png}", out)
