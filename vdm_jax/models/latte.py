@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange
 
+from vdm_jax.models import counting
 from vdm_jax.models.latte_blocks import (
     ACTIVATIONS,
     ADALN,
@@ -71,11 +72,10 @@ from vdm_jax.models.latte_blocks import (
     LateFusion,
     LattePair,
     Mlp,
-    _init,
     _layer_norm,
     _scanned,
 )
-from vdm_jax.nn.dense import dense
+from vdm_jax.nn.dense import dense, logical_init
 from vdm_jax.nn.embeddings import sincos_1d, spatial_pos_embed, timestep_embedding
 
 Dtype = jnp.dtype
@@ -221,7 +221,7 @@ class LatteTransformer(nn.Module):
         if self.num_classes is not None:
             c = c + nn.Embed(
                 self.num_classes + 1, self.hidden_size, name="label_embed",
-                embedding_init=_init(("vocab", "embed"), nn.initializers.normal(0.02)),
+                embedding_init=logical_init(("vocab", "embed"), nn.initializers.normal(0.02)),
             )(class_labels)
         if self.adaln == "block" or self.conditioning == "tokens":
             return c, c
@@ -258,7 +258,7 @@ class LatteTransformer(nn.Module):
         if self.conditioning == "tokens":
             mod = jnp.zeros((1, 2, d), jnp.float32)
         elif self.adaln == "single":  # diffusers: the time embedding itself, not SiLU of it
-            table = self.param("scale_shift_table", _init((None, "embed"),
+            table = self.param("scale_shift_table", logical_init((None, "embed"),
                                nn.initializers.normal(d**-0.5)), (2, d), jnp.float32)
             mod = table[None] + c[:, None]
         else:
@@ -314,8 +314,7 @@ def count_params(model: LatteTransformer) -> int:
     """Parameter count from ``jax.eval_shape`` (no memory is allocated). The sin-cos position
     tables are fixed, not parameters (the paper's counts exclude them too)."""
     args, kwargs = example_inputs(model)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))
-    return int(sum(x.size for x in jax.tree.leaves(nn.meta.unbox(shapes["params"]))))
+    return counting.count_params(model, *args, **kwargs)
 
 
 # The paper's sizes (Table 1; DiT's S/B/L/XL). Its "depth" counts spatial and temporal blocks,

@@ -13,7 +13,7 @@ import numpy as np
 from einops import rearrange
 
 from vdm_jax.nn.attention import Attention, dot_product_attention
-from vdm_jax.nn.dense import DenseND, dense
+from vdm_jax.nn.dense import DenseND, dense, logical_init
 from vdm_jax.nn.embeddings import apply_rope
 from vdm_jax.sharding import shard
 
@@ -32,16 +32,13 @@ REMAT_POLICIES = {
 }
 FREQUENCY_DIM = 256  # sinusoidal time features (DiT, PixArt)
 
-def _init(names, init):
-    return nn.with_logical_partitioning(init, names)
-
 
 def _layer_norm(eps, affine, dtype, name):
     # Two-pass variance: the one-pass form loses digits when activations have a large mean.
     return nn.LayerNorm(
         epsilon=eps, use_scale=affine, use_bias=affine, use_fast_variance=False, dtype=dtype,
-        scale_init=_init(("norm",), nn.initializers.ones),
-        bias_init=_init(("norm",), nn.initializers.zeros), name=name,
+        scale_init=logical_init(("norm",), nn.initializers.ones),
+        bias_init=logical_init(("norm",), nn.initializers.zeros), name=name,
     )
 
 
@@ -77,7 +74,7 @@ def _modulation(module, spec, cond, d, dtype):
     if spec.conditioning == "tokens":
         return [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
     if spec.adaln == "single":
-        table = module.param("scale_shift_table", _init((None, "embed"),
+        table = module.param("scale_shift_table", logical_init((None, "embed"),
                              nn.initializers.normal(d**-0.5)), (6, d), jnp.float32)
         mod = table[None] + cond
     else:

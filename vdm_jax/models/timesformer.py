@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vdm_jax.models import counting
 from vdm_jax.nn.attention import ATTENTION_VARIANTS, VideoSelfAttention
 
 Dtype = jnp.dtype
@@ -114,9 +115,8 @@ def count_params(model: nn.Module, num_frames: int | None = None) -> int:
     """Parameter count from ``jax.eval_shape`` (no memory allocated)."""
     frames = num_frames or getattr(model, "num_frames", 8)
     size = getattr(model, "image_size", 224)
-    clip = jax.ShapeDtypeStruct((1, frames, size, size, 3), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), clip)
-    return sum(x.size for x in jax.tree.leaves(shapes))
+    return counting.count_params(model, jax.ShapeDtypeStruct((1, frames, size, size, 3),
+                                                             jnp.float32))
 
 
 # Named sizes (ViT backbones of the TimeSformer paper; all 8 frames of 224x224 by default).

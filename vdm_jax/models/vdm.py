@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from vdm_jax.models.counting import count_params  # noqa: F401  (re-exported)
 from vdm_jax.models.latte import LatteTransformer
 from vdm_jax.models.text_encoder import PAD_ID, TextEncoder
 from vdm_jax.models.unet3d import VARIANTS, UNet3D
@@ -116,10 +117,3 @@ def model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     cfg.remat = False
     cfg.dtype = "float32"
     return cfg
-
-
-def count_params(model: nn.Module, *args, **kwargs) -> int:
-    """Parameter count from ``jax.eval_shape`` of ``model.init`` (no memory is allocated)."""
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args, **kwargs))
-    leaves = jax.tree.leaves(nn.meta.unbox(shapes["params"]))
-    return int(sum(leaf.size for leaf in leaves))

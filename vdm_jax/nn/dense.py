@@ -8,7 +8,8 @@ import jax.numpy as jnp
 Dtype = jnp.dtype
 
 
-def _init(names, init):
+def logical_init(names, init):
+    """``init`` carrying one logical axis name per parameter axis."""
     return nn.with_logical_partitioning(init, names)
 
 
@@ -33,12 +34,12 @@ class DenseND(nn.Module):
         axes = tuple(range(len(self.names)))
         init = self.init or nn.initializers.lecun_normal(in_axis=axes[:n_in],
                                                          out_axis=axes[n_in:])
-        kernel = self.param("kernel", _init(self.names, init),
+        kernel = self.param("kernel", logical_init(self.names, init),
                             x.shape[x.ndim - n_in:] + self.features, jnp.float32)
         if not self.use_bias:
             x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
             return jnp.tensordot(x, kernel, n_in)
-        bias = self.param("bias", _init(self.bias_names or self.names[n_in:],
+        bias = self.param("bias", logical_init(self.bias_names or self.names[n_in:],
                                         nn.initializers.zeros), self.features, jnp.float32)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         return jnp.tensordot(x, kernel, n_in) + bias
