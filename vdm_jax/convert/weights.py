@@ -17,6 +17,8 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from vdm_jax.models import param_paths
+
 WEIGHTS_NAME = "diffusion_pytorch_model"
 _SAFETENSORS_DTYPES = {"BF16": ml_dtypes.bfloat16, "F16": np.float16, "F32": np.float32,
                        "F64": np.float64}
@@ -149,11 +151,17 @@ def assemble(mapped: dict[str, tuple[str, str, int | None, np.ndarray]],
     missing = sorted(set(expected) - set(flat))
     if missing:
         raise ValueError(f"no checkpoint weight for model parameters: {missing}")
-    params: dict = {}
-    for path, w in flat.items():
-        *parents, leaf = path.split("/")
-        node = params
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = w
-    return {"params": params}
+    return {"params": param_paths.unflatten(flat)}
+
+
+def check_vae_config(config: dict, block_types: dict[str, str]) -> None:
+    """Raises unless every down/up block is of the one supported type and the activation is
+    SiLU (what the vdm_jax autoencoders implement)."""
+    n = len(config["block_out_channels"])
+    for field, kind in block_types.items():
+        types = list(config.get(field, [kind] * n))
+        if types != [kind] * n:
+            raise ValueError(f"{field} must be {n} x {kind!r} (one per block_out_channels), "
+                             f"got {types}")
+    if config.get("act_fn", "silu") not in ("silu", "swish"):
+        raise ValueError(f"act_fn={config['act_fn']!r} is not supported (only 'silu')")
