@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -15,10 +16,9 @@ from tqdm.auto import tqdm
 from vdm_jax.data.pipeline import make_pipeline, skipped_count
 from vdm_jax.data.sources import build_source
 from vdm_jax.train.checkpoint import Checkpointer
-from vdm_jax.train.experiment import Experiment, build_experiment
+from vdm_jax.train.experiment import build_experiment
 from vdm_jax.train.metrics import MetricsWriter
 from vdm_jax.train.samples import SampleHook
-from vdm_jax.train.state import TrainState
 from vdm_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
@@ -30,27 +30,23 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass
 class Run:
-    """Everything a training run holds between steps."""
+    """Everything a training run holds between steps; the loop below drives any run (the
+    diffusion models' here, the autoencoders' in ``vdm_jax.train.vae``)."""
 
-    experiment: Experiment
+    experiment: Any  # has .config
     workdir: Path
-    state: TrainState
+    state: Any
     data_iterator: object
     train_step: Callable
     checkpointer: Checkpointer
     writer: MetricsWriter
     hooks: list
+    meta: dict  # what a checkpoint stores besides arrays (the config, the tokenizer, ...)
+    to_device: Callable[[dict], dict]  # host batch -> the arrays the step reads
 
     @property
     def config(self) -> ml_collections.ConfigDict:
         return self.experiment.config
-
-    def meta(self) -> dict:
-        """What a checkpoint stores besides arrays: the config and the tokenizer."""
-        return {
-            "config": json.loads(self.config.to_json()),
-            "tokenizer": self.experiment.tokenizer.to_dict(),
-        }
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
@@ -88,6 +84,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
         checkpointer=checkpointer,
         writer=MetricsWriter(workdir, enabled=is_main),
         hooks=[],
+        meta={"config": json.loads(config.to_json()),
+              "tokenizer": experiment.tokenizer.to_dict()},
+        to_device=device_batch,
     )
     if is_main:
         run.hooks.append(SampleHook(experiment, workdir, run.writer))
@@ -122,7 +121,7 @@ def _log(run: Run, step: int, metrics: dict, bar, seconds: float, steps_timed: i
 
 
 def _save(run: Run, step: int) -> None:
-    run.checkpointer.save(step, run.state, run.meta(), data_iterator=run.data_iterator)
+    run.checkpointer.save(step, run.state, run.meta, data_iterator=run.data_iterator)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, *, until_step: int | None = None):
@@ -131,7 +130,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, until_step:
     Returns the final TrainState. Checkpoints every ``train.checkpoint_every`` steps and at the
     end; samples every ``train.sample_every`` steps (0: only at the end of training).
     """
-    run = setup(config, workdir)
+    return fit(setup(config, workdir), until_step=until_step)
+
+
+def fit(run: Run, *, until_step: int | None = None):
+    """Steps ``run`` from its current step to ``train.steps`` (or ``until_step``): logs every
+    ``train.log_every``, checkpoints every ``train.checkpoint_every`` and at the end, and calls
+    the hooks every ``train.sample_every`` steps (0: only at the end). Returns the final state."""
     cfg = run.config.train
     start = int(run.state.step)
     stop = cfg.steps if until_step is None else min(until_step, cfg.steps)
@@ -139,7 +144,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, until_step:
                disable=jax.process_index() != 0)
     tick, timed = time.perf_counter(), 0
     for step in range(start + 1, stop + 1):
-        run.state, metrics = run.train_step(run.state, device_batch(next(run.data_iterator)))
+        run.state, metrics = run.train_step(run.state, run.to_device(next(run.data_iterator)))
         bar.update(1)
         timed += 1
         if step % cfg.log_every == 0 or step == stop:
@@ -155,4 +160,3 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *, until_step:
     run.checkpointer.close()
     run.writer.close()
     return run.state
-
