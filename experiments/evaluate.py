@@ -22,10 +22,10 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def _real_clip_scores(experiment, num: int) -> dict:
-    from vdm_jax.data.sources import build_source
+    from vdm_jax.data.sources import build_source, pixel_data_config
     from vdm_jax.eval.prompt_agreement import prompt_agreement
 
-    source = build_source(experiment.config.data, split="eval")
+    source = build_source(pixel_data_config(experiment.config.data), split="eval")
     records = [source[i] for i in range(num)]
     videos = np.stack([r["video"] for r in records])
     return prompt_agreement(videos, [r["caption"] for r in records])
@@ -40,7 +40,9 @@ def main(argv):
 
     experiment, state, step = load_run(_WORKDIR.value, _STEP.value)
     cfg = experiment.config.eval
-    if experiment.config.data.source != "shapes":
+    from vdm_jax.data.sources import is_shapes_data
+
+    if not is_shapes_data(experiment.config.data):
         raise SystemExit("prompt agreement needs the built-in shapes data (data.source=shapes)")
     num = _NUM.value or cfg.num_samples
     pipeline = make_pipeline(experiment, state.ema_params)

@@ -50,6 +50,8 @@ def main(argv):
     from vdm_jax.train.samples import make_pipeline
 
     experiment, state, step = load_run(_WORKDIR.value, _STEP.value)
+    if _EXTEND.value and experiment.config.data.source == "latents":
+        raise SystemExit("--extend takes pixel clips; this model was trained on latents")
     t, h, w, _ = experiment.video_shape
     num_frames = t if _FRAMES.value is None else _FRAMES.value
     extend = _clip_to_extend(_EXTEND.value, (h, w)) if _EXTEND.value else None
@@ -58,8 +60,9 @@ def main(argv):
     settings = SamplerSettings(_SAMPLER.value, _STEPS.value, _ETA.value, _GUIDANCE.value,
                                _WEIGHT.value)
     pipeline = make_pipeline(experiment, state.ema_params)
-    videos = pipeline([_PROMPT.value] * _NUM.value, num_frames=num_frames, resolution=(h, w),
-                      settings=settings, seed=_SEED.value, extend=extend)
+    samples = pipeline([_PROMPT.value] * _NUM.value, num_frames=num_frames, resolution=(h, w),
+                       settings=settings, seed=_SEED.value, extend=extend)
+    videos = np.asarray(experiment.to_pixels(samples))
     out = Path(_OUT.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     tiled = np.concatenate(list(video_io.to_uint8(videos)), axis=2)  # side by side

@@ -84,3 +84,21 @@ def test_latte_trains_and_samples_through_the_same_scripts(tmp_path):
          "a green square moving up", "--num_samples", "1", "--steps", "2", "--guidance", "2",
          "--out", str(out))
     assert out.stat().st_size > 0
+
+
+def test_latent_latte_from_a_trained_autoencoder(tmp_path):
+    """train_vae -> encode_latents -> train Latte on the latents -> sample (decoded to pixels)."""
+    vae, latents, run = tmp_path / "vae", tmp_path / "latents", tmp_path / "latte"
+    _run("experiments.train_vae", "--config", "configs/causal_vae_shapes.py:test", "--workdir",
+         str(vae), "--config.train.steps=2", "--config.loss.disc_weight=0")
+    _run("experiments.encode_latents", "--autoencoder", str(vae), "--out", str(latents),
+         "--num_examples", "8", "--num_eval", "4", "--shards", "2")
+    _run("experiments.train", "--config", "configs/latte_shapes_latent.py:test", "--workdir",
+         str(run), "--config.train.steps=2", f"--config.data.path={latents / 'train'}",
+         f"--config.data.eval_path={latents / 'eval'}")
+    out = run / "out.mp4"
+    _run("experiments.sample", "--workdir", str(run), "--prompt", "a blue circle moving right",
+         "--num_samples", "1", "--steps", "2", "--out", str(out))
+    from vdm_jax.data import video_io
+
+    assert video_io.read_video(out).shape[:3] == (9, 64, 64)  # 9x16x16 pixels, written 4x

@@ -8,6 +8,9 @@ Batches are dicts of numpy arrays::
 
     {"video": float32 (b, t, h, w, 3) in [-1, 1], "tokens": int32 (b, L), <label>: (b,) ...}
 
+Records of a latent cache (``vdm_jax.data.latents``) carry float32 ``latents`` instead; they
+arrive as ``video`` unchanged, ``(b, t', h', w', c')``.
+
 Strings (the caption and any other non-numeric field) are kept out of batches so a batch can go
 to devices as one pytree; ``WordTokenizer.decode`` recovers the caption from ``tokens``. Numeric
 scalar fields of the records (e.g. the shapes labels) are kept as int32 / float32 ``(b,)``.
@@ -42,9 +45,12 @@ class _ToModelRecord:
         self.tokenizer = tokenizer
 
     def __call__(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if isinstance(record, Mapping) and {"latents", "caption"} <= set(record):
+            return self._latent_record(record)
         if not isinstance(record, Mapping) or not {"video", "caption"} <= set(record):
             got = sorted(record) if isinstance(record, Mapping) else type(record).__name__
-            raise ValueError(f"a record must be a dict with 'video' and 'caption', got {got}")
+            raise ValueError(f"a record must be a dict with 'video' (or 'latents') and "
+                             f"'caption', got {got}")
         video = record["video"]
         if not (isinstance(video, np.ndarray) and video.dtype == np.uint8 and video.ndim == 4):
             got = f"{type(video).__name__} {getattr(video, 'dtype', '')} "
@@ -52,9 +58,19 @@ class _ToModelRecord:
             raise ValueError(f"record 'video' must be a uint8 (t, h, w, 3) array, got {got}")
         if video.shape[-1] != 3:
             raise ValueError(f"record 'video' must have 3 channels (RGB), got {video.shape}")
-        out = {"video": video, "tokens": self.tokenizer.encode(record["caption"])}
+        return self._with_labels({"video": video}, record)
+
+    def _latent_record(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """A latent-cache record: float32 latents travel as ``video`` (already model inputs)."""
+        latents = np.asarray(record["latents"], np.float32)
+        if latents.ndim != 4:
+            raise ValueError(f"record 'latents' must be (t, h, w, c), got {latents.shape}")
+        return self._with_labels({"video": latents}, record)
+
+    def _with_labels(self, out: dict, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        out["tokens"] = self.tokenizer.encode(record["caption"])
         for key, value in record.items():
-            if key in ("video", "caption"):
+            if key in ("video", "latents", "caption"):
                 continue
             value = np.asarray(value)
             if value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
@@ -65,7 +81,10 @@ class _ToModelRecord:
 
 
 def _video_to_float(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """uint8 video (b, t, h, w, 3) -> float32 in [-1, 1] (after batching: buffers stay uint8)."""
+    """uint8 video (b, t, h, w, 3) -> float32 in [-1, 1] (after batching: buffers stay uint8);
+    float latents pass unchanged."""
+    if batch["video"].dtype != np.uint8:
+        return batch
     batch = dict(batch)
     batch["video"] = batch["video"].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     return batch

@@ -5,7 +5,7 @@ import ml_collections
 from vdm_jax.data import shapes
 from vdm_jax.data.tokenizer import WordTokenizer
 
-SOURCES = ("shapes", "folder", "tfds")
+SOURCES = ("shapes", "folder", "tfds", "latents")
 
 
 def build_source(cfg: ml_collections.ConfigDict, *, split: str = "train"):
@@ -45,11 +45,30 @@ def build_source(cfg: ml_collections.ConfigDict, *, split: str = "train"):
             caption_key=cfg.tfds_caption_key or None,
             caption_template=cfg.caption_template,
         )
+    if cfg.source == "latents":
+        from vdm_jax.data.latents import LatentSource
+
+        return LatentSource(cfg.path if split == "train" else (cfg.eval_path or cfg.path))
     raise ValueError(f"unknown data.source {cfg.source!r}; known sources: {', '.join(SOURCES)}")
+
+
+def pixel_data_config(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The ``data`` config of the pixel videos behind ``cfg``: itself, or for a latent cache
+    the data section it was encoded from (recorded in its ``meta.json``)."""
+    if cfg.source != "latents":
+        return cfg
+    from vdm_jax.data.latents import read_meta
+
+    return ml_collections.ConfigDict(read_meta(cfg.path)["data"])
+
+
+def is_shapes_data(cfg: ml_collections.ConfigDict) -> bool:
+    """The built-in shapes clips, in pixels or as latents: prompt agreement can score them."""
+    return pixel_data_config(cfg).source == "shapes"
 
 
 def build_tokenizer(cfg: ml_collections.ConfigDict, source) -> WordTokenizer:
     """The shapes grammar's fixed vocabulary, or one built from a real source's captions."""
-    if cfg.source == "shapes":
+    if is_shapes_data(cfg):
         return WordTokenizer(shapes.vocabulary(), max_len=cfg.max_text_len)
     return WordTokenizer.for_captions(source.captions(), max_len=cfg.max_text_len)

@@ -34,7 +34,8 @@ class TextToVideo:
     """
 
     def __init__(self, model: nn.Module, params: Any, tokenizer: WordTokenizer,
-                 schedule: Schedule, parameterization: str):
+                 schedule: Schedule, parameterization: str, channels: int = 3):
+        self.channels = channels  # of what the model denoises: 3 for pixels, c for latents
         self.model = model
         self.params = params
         self.tokenizer = tokenizer
@@ -45,7 +46,8 @@ class TextToVideo:
     def __call__(self, prompts: list[str], *, num_frames: int, resolution: tuple[int, int],
                  settings: SamplerSettings = SamplerSettings(), seed: int = 0,
                  extend: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
-        """Returns float32 videos ``(n, t, h, w, 3)`` in [-1, 1], one per prompt.
+        """Returns float32 samples ``(n, t, h, w, channels)`` (videos in [-1, 1] for a pixel
+        model, latents for a latent one), one per prompt.
 
         extend: optional clip ``(t0, h, w, 3)`` in [-1, 1] with t0 < num_frames; its frames
         become the first t0 frames of every sample, and the rest is sampled to continue it.
@@ -54,7 +56,7 @@ class TextToVideo:
             raise ValueError(f"num_frames must be at least 1 frame, got {num_frames}")
         tokens = jnp.asarray(self.tokenizer.encode_batch(prompts))
         h, w = resolution
-        shape = (len(prompts), num_frames, h, w, 3)
+        shape = (len(prompts), num_frames, h, w, self.channels)
         observed, mask = _observed_frames(extend, shape)
         run = self._compiled(settings, extend is not None)
         self._bar = tqdm(total=settings.num_steps, desc="sample", unit="step", disable=not progress,

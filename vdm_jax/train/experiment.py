@@ -5,6 +5,7 @@ model it was trained with.
 """
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from vdm_jax.data.latents import latent_decoder, read_meta
 from vdm_jax.data.sources import build_source, build_tokenizer
 from vdm_jax.data.tokenizer import WordTokenizer
 from vdm_jax.diffusion import Schedule, get_schedule
@@ -30,10 +32,20 @@ class Experiment:
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:
-        """``(t, h, w, c)`` of one training clip."""
+        """``(t, h, w, c)`` of one training example: a clip, or its latents for a latent cache."""
         data = self.config.data
+        if data.source == "latents":
+            return tuple(read_meta(data.path)["latent_shape"])
         h, w = _pair(data.resolution)
         return (data.num_frames, h, w, 3)
+
+    @functools.cached_property
+    def to_pixels(self):
+        """Model-space samples -> videos in [-1, 1]: the identity in pixel space, the cache's
+        autoencoder (its latents unscaled, then decoded) for a latent cache."""
+        if self.config.data.source != "latents":
+            return lambda samples: samples
+        return latent_decoder(self.config.data.path)
 
     def step_settings(self) -> StepSettings:
         d, t = self.config.diffusion, self.config.train
@@ -83,6 +95,10 @@ def build_experiment(
     with config.unlocked():
         config.model.text.vocab_size = tokenizer.vocab_size
         config.model.text.max_len = tokenizer.max_len
+        if config.data.source == "latents":  # the denoiser's channels are the latents'
+            channels = read_meta(config.data.path)["latent_shape"][-1]
+            config.model["in_channels" if config.model.name == "latte" else "out_channels"] = \
+                channels
     return Experiment(
         config=config,
         tokenizer=tokenizer,

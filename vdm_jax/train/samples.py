@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from vdm_jax.data import video_io
-from vdm_jax.data.sources import build_source
+from vdm_jax.data.sources import build_source, is_shapes_data
 from vdm_jax.eval.prompt_agreement import format_report, prompt_agreement
 from vdm_jax.pipelines.text_to_video import SamplerSettings, TextToVideo
 from vdm_jax.train.experiment import Experiment
@@ -26,7 +26,7 @@ def sampler_settings(sample_cfg) -> SamplerSettings:
 def make_pipeline(experiment: Experiment, params) -> TextToVideo:
     cfg = experiment.config
     return TextToVideo(experiment.model, params, experiment.tokenizer, experiment.schedule,
-                       cfg.diffusion.parameterization)
+                       cfg.diffusion.parameterization, channels=experiment.video_shape[-1])
 
 
 def write_videos(directory: Path, videos: np.ndarray, prompts: list[str], fps: int) -> None:
@@ -42,10 +42,12 @@ def write_videos(directory: Path, videos: np.ndarray, prompts: list[str], fps: i
 
 def sample_videos(pipeline: TextToVideo, experiment: Experiment, prompts, *, seed: int,
                   progress: bool = True) -> np.ndarray:
+    """Videos in [-1, 1] for ``prompts`` (latent samples decoded to pixels)."""
     t, h, w, _ = experiment.video_shape
     settings = sampler_settings(experiment.config.sample)
-    return pipeline(list(prompts), num_frames=t, resolution=(h, w), settings=settings,
-                    seed=seed, progress=progress)
+    samples = pipeline(list(prompts), num_frames=t, resolution=(h, w), settings=settings,
+                       seed=seed, progress=progress)
+    return np.asarray(experiment.to_pixels(samples))
 
 
 def evaluation_prompts(experiment: Experiment, num: int) -> list[str]:
@@ -84,7 +86,7 @@ class SampleHook:
         videos = sample_videos(self.pipeline, self.experiment, prompts, seed=cfg.sample.seed)
         write_videos(self.directory / str(step), videos, prompts, cfg.sample.fps)
         log.info("step %d: samples written to %s", step, self.directory / str(step))
-        if cfg.data.source == "shapes":
+        if is_shapes_data(cfg.data):
             scores = prompt_agreement(videos, prompts)
             self.writer.write(step, {f"samples/{k}": v for k, v in scores.items()}, console=False)
             log.info("step %d: %s", step, format_report(scores))
