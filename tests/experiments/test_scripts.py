@@ -77,8 +77,9 @@ def test_frame_count_the_model_cannot_take_is_a_clear_error(trained):
 
 
 def test_latte_trains_and_samples_through_the_same_scripts(tmp_path):
+    """Trained jointly on videos and images (two stills appended to each clip)."""
     _run("experiments.train", "--config", "configs/latte_shapes.py:test", "--workdir",
-         str(tmp_path), "--config.train.steps=2")
+         str(tmp_path), "--config.train.steps=2", "--config.train.num_image_frames=2")
     out = tmp_path / "latte.mp4"
     _run("experiments.sample", "--workdir", str(tmp_path), "--prompt",
          "a green square moving up", "--num_samples", "1", "--steps", "2", "--guidance", "2",

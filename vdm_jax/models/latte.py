@@ -29,6 +29,15 @@ the first temporal block; in variants 3 and 4 before the first block); ``"rope"`
 of every temporal attention (the temporal heads in variant 4) by the frame index (no parameters,
 relative offsets only); ``"none"``.
 
+Joint image-video training (§3.3; the official code's ``use_image_num``): ``image_frames (b, t)``
+marks frames that are independent images (stills appended to each clip). They skip every
+temporal block or temporal attention/heads (their tokens pass through unchanged, exactly as
+with ``enable_temporal=False``) and get no temporal position; video frames' temporal attention
+does not see them, and video frames' positions (absolute or rope) are their index among the
+clip's video frames. So image frames train the spatial blocks as images and video frames train
+everything, with static shapes (a key mask and a select; frames are never moved). Tubelets
+(``patch_size_t > 1``) cannot hold images, so they refuse ``image_frames``.
+
 Conditioning (``conditioning``): ``"adaln"`` modulates every block (see ``adaln`` below);
 ``"tokens"`` (the paper's "timestep-class information as tokens", §3.2) instead appends the
 embedding ``c`` (time + class), normalised like the tokens, as one extra token to every
@@ -74,6 +83,7 @@ from vdm_jax.models.latte_blocks import (
     Mlp,
     _layer_norm,
     _scanned,
+    frame_ranks,
 )
 from vdm_jax.nn.dense import dense, logical_init
 from vdm_jax.nn.embeddings import sincos_1d, spatial_pos_embed, timestep_embedding
@@ -229,26 +239,34 @@ class LatteTransformer(nn.Module):
                       nn.initializers.normal(0.02), (None, "mlp"))(nn.silu(c))
         return c, cond
 
-    def blocks(self, x, cond, context, context_mask, enable_temporal):
+    def temporal_positions(self, frames: int, image_frames):
+        """Absolute frame positions ``(b or 1, t, d)``: the sin-cos of each video frame's index
+        among its clip's video frames, zero on image frames; None unless ``"absolute"``."""
+        if self.temporal_pos != "absolute" or frames == 1:
+            return None
+        table = jnp.asarray(sincos_1d(self.hidden_size, np.arange(frames)), jnp.float32)
+        if image_frames is None:
+            return table[None]
+        return jnp.where(image_frames[..., None], 0.0, table[frame_ranks(image_frames)])
+
+    def blocks(self, x, cond, context, context_mask, enable_temporal, image_frames):
         spec, cross = self.spec(), context is not None
-        pos = None
-        if self.temporal_pos == "absolute" and x.shape[1] > 1:
-            pos = jnp.asarray(sincos_1d(self.hidden_size, np.arange(x.shape[1])), jnp.float32)
+        pos = self.temporal_positions(x.shape[1], image_frames)
         if self.variant in (3, 4):
             if pos is not None and enable_temporal:
-                x = x + pos[None, :, None].astype(x.dtype)
-            stack = _scanned(FactorisedBlock, self.num_layers, self.remat, (nn.broadcast,) * 3)
+                x = x + pos[:, :, None].astype(x.dtype)
+            stack = _scanned(FactorisedBlock, self.num_layers, self.remat, (nn.broadcast,) * 4)
             x, _ = stack(spec, cross, self.variant == 4, enable_temporal, name="blocks")(
-                x, cond, context, context_mask)
+                x, cond, context, context_mask, image_frames)
             return x
         if self.variant == 2:
             return LateFusion(spec, cross, self.num_layers, self.remat, enable_temporal,
-                              name="blocks")(x, cond, context, context_mask, pos)
-        in_axes = (nn.broadcast,) * 4 + (0,)
+                              name="blocks")(x, cond, context, context_mask, pos, image_frames)
+        in_axes = (nn.broadcast,) * 5 + (0,)
         pairs = _scanned(LattePair, self.num_layers, self.remat, in_axes)
         first = (jnp.arange(self.num_layers) == 0).astype(jnp.float32)
         x, _ = pairs(spec, cross, enable_temporal, name="blocks")(
-            x, cond, context, context_mask, pos, first)
+            x, cond, context, context_mask, pos, image_frames, first)
         return x
 
     def final_layer(self, x, c, height):
@@ -270,14 +288,25 @@ class LatteTransformer(nn.Module):
                    self.dtype, nn.initializers.zeros)(x)
         return rearrange(x, "b t (h w) pt p q c -> b (t pt) (h p) (w q) c", h=height // p)
 
+    def check_image_frames(self, x, image_frames) -> None:
+        if image_frames.shape != x.shape[:2]:
+            raise ValueError(f"image_frames must be (b, t) = {x.shape[:2]}, "
+                             f"got {image_frames.shape}")
+        if self.patch_size_t != 1:
+            raise ValueError(f"image_frames need per-frame patches: an image cannot share a "
+                             f"tubelet (patch_size_t={self.patch_size_t}) with other frames")
+
     @nn.compact
-    def __call__(self, x, t, context=None, context_mask=None, class_labels=None, *,
-                 enable_temporal: bool = True):
+    def __call__(self, x, t, context=None, context_mask=None, class_labels=None,
+                 image_frames=None, *, enable_temporal: bool = True):
         """Noise prediction for latents ``x (b, t, h, w, c)`` at times ``t (b,)`` in [0, 1].
 
         ``context (b, L, caption_channels)`` text embeddings with ``context_mask (b, L)`` bool
         (True = real token); ``class_labels (b,)`` int; ``enable_temporal=False`` skips every
         temporal block (and the temporal positions): frames are then independent images.
+        ``image_frames (b, t)`` bool marks frames that are independent images (joint
+        image-video training): each is computed as with ``enable_temporal=False``, and the
+        other (video) frames as if the image frames were not there.
         """
         self.check()
         t = jnp.asarray(t, jnp.float32)
@@ -285,12 +314,16 @@ class LatteTransformer(nn.Module):
         class_labels = None if class_labels is None else jnp.asarray(class_labels)
         context_mask = None if context_mask is None else jnp.asarray(context_mask, bool)
         self.check_inputs(x, t, context, context_mask, class_labels)
+        if image_frames is not None:
+            image_frames = jnp.asarray(image_frames, bool)
+            self.check_image_frames(x, image_frames)
+            image_frames = image_frames if enable_temporal else None
         tokens = self.embed_patches(x)
         c, cond = self.embed_conditioning(t, class_labels)
         if context is not None:
             context = Mlp(self.hidden_size, "gelu_tanh", self.dtype,
                           name="caption_projection")(context)
-        tokens = self.blocks(tokens, cond, context, context_mask, enable_temporal)
+        tokens = self.blocks(tokens, cond, context, context_mask, enable_temporal, image_frames)
         out = self.final_layer(tokens, c, x.shape[2])
         return out.astype(jnp.float32)
 

@@ -1,6 +1,9 @@
 """Latte's transformer blocks: spatial/temporal blocks (variants 1, 2), the factorised block
 (variant 3), split-head attention (variant 4), adaLN modulation and the scan over blocks.
 
+Temporal parts take an optional ``image_frames (b, t)`` bool mask (joint image-video training):
+their attention attends to video frames only and they leave image-frame tokens unchanged.
+
 See :mod:`vdm_jax.models.latte` for the model and the variants' meaning.
 """
 
@@ -10,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from einops import rearrange
+from einops import rearrange, repeat
 
 from vdm_jax.nn.attention import Attention, dot_product_attention
 from vdm_jax.nn.dense import DenseND, dense, logical_init
@@ -59,12 +62,29 @@ class BlockSpec:
     rope: bool = False  # rotary frame positions in temporal attention
 
 
-def _rotary(num_frames: int):
-    """q/k transform for temporal attention over ``num_frames`` frames (``(B, n, heads, e)``);
-    tokens past the frames (the conditioning token) are left unrotated."""
-    positions = np.arange(num_frames)
+def _rotary(num_frames: int, positions=None):
+    """q/k transform for temporal attention over ``num_frames`` frames (``(B, n, heads, e)``) at
+    ``positions (B, n)`` (default: the frame index); tokens past the frames (the conditioning
+    token) are left unrotated."""
+    positions = np.arange(num_frames) if positions is None else positions
     return lambda a: jnp.concatenate(
         [apply_rope(a[:, :num_frames], positions), a[:, num_frames:]], axis=1)
+
+
+def frame_ranks(image_frames: jax.Array) -> jax.Array:
+    """``(b, t)`` bool -> ``(b, t)`` int32: each video frame's index among its clip's video
+    frames (the position it would have without the image frames; unused on image frames)."""
+    return jnp.maximum(jnp.cumsum(~image_frames, axis=1) - 1, 0).astype(jnp.int32)
+
+
+def _temporal_setup(image_frames, groups: int, num_frames: int, rope: bool):
+    """Key mask ``(b * groups, t)`` (True = video frame; None without image frames) and rotary
+    transform (None without rope) of a temporal attention over ``(b groups)`` frame sequences."""
+    if image_frames is None:
+        return None, (_rotary(num_frames) if rope else None)
+    per_group = lambda a: repeat(a, "b t -> (b g) t", g=groups)  # noqa: E731
+    rotary = _rotary(num_frames, per_group(frame_ranks(image_frames))) if rope else None
+    return per_group(~image_frames), rotary
 
 
 def _modulation(module, spec, cond, d, dtype):
@@ -83,14 +103,17 @@ def _modulation(module, spec, cond, d, dtype):
     return [mod[:, i, None, None, :].astype(dtype) for i in range(6)]
 
 
-def _group_attention(attention, y, token=None, rotary=None):
+def _group_attention(attention, y, token=None, rotary=None, keys=None):
     """``attention`` within each of the ``g`` groups of ``y (b, g, n, d)``; ``token (b, d)``
-    (token conditioning) is appended to every group and its outputs dropped."""
+    (token conditioning) is appended to every group and its outputs dropped; ``keys (b g, n)``
+    bool masks keys (the token stays visible)."""
     b, g, n, d = y.shape
     if token is not None:
         tok = jnp.broadcast_to(token[:, None, None, :].astype(y.dtype), (b, g, 1, d))
         y = jnp.concatenate([y, tok], axis=2)
-    out = attention(rearrange(y, "b g n d -> (b g) n d"), rotary=rotary)
+        keys = None if keys is None else jnp.pad(keys, ((0, 0), (0, 1)), constant_values=True)
+    mask = None if keys is None else keys[:, None, None, :]
+    out = attention(rearrange(y, "b g n d -> (b g) n d"), rotary=rotary, mask=mask)
     return rearrange(out[:, :n], "(b g) n d -> b g n d", b=b)
 
 
@@ -131,7 +154,9 @@ class LatteBlock(nn.Module):
     optional cross-attention to the caption, then the MLP.
 
     ``cond`` is ``(b, 6, d)`` (adaLN-single: the shared projection) or ``(b, d)`` (adaLN-Zero,
-    or token conditioning: ``c``). Returns ``(x, None)`` so it can be the body of ``nn.scan``.
+    or token conditioning: ``c``). A temporal block (``x (b, n, t, d)``) with ``image_frames
+    (b, t)`` attends to video frames only and returns image frames' tokens unchanged. Returns
+    ``(x, None)`` so it can be the body of ``nn.scan``.
     """
 
     spec: BlockSpec
@@ -143,45 +168,51 @@ class LatteBlock(nn.Module):
         return shard(x, "act_batch", *names, "act_embed")
 
     @nn.compact
-    def __call__(self, x, cond, context=None, context_mask=None):
-        s = self.spec
+    def __call__(self, x, cond, context=None, context_mask=None, image_frames=None):
+        s, x_in = self.spec, x
         d = x.shape[-1]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _modulation(
             self, s, cond, d, x.dtype)
         norm1 = _layer_norm(s.norm_eps, s.norm_affine, s.dtype, "norm1")
         token = norm1(cond) if s.conditioning == "tokens" else None
-        rotary = _rotary(x.shape[2]) if self.temporal and s.rope else None
+        keys, rotary = None, None
+        if self.temporal:
+            keys, rotary = _temporal_setup(image_frames, x.shape[1], x.shape[2], s.rope)
         y = _group_attention(Attention(s.num_heads, s.head_dim, qkv_bias=s.qkv_bias,
                                        dtype=s.dtype, name="attn1"),
-                             norm1(x) * (1 + scale_msa) + shift_msa, token, rotary)
+                             norm1(x) * (1 + scale_msa) + shift_msa, token, rotary, keys)
         x = x + gate_msa * y
         if self.cross_attention:
             x = _cross_attention(s, x, context, context_mask)
         y = _layer_norm(s.norm_eps, s.norm_affine, s.dtype, "norm2")(x)
         y = FeedForward(s.activation, s.mlp_ratio, s.dtype, name="ff")(
             y * (1 + scale_mlp) + shift_mlp)
-        return self.shard(x + gate_mlp * y), None
+        x = x + gate_mlp * y
+        if self.temporal and image_frames is not None:
+            x = jnp.where(image_frames[:, None, :, None], x_in, x)
+        return self.shard(x), None
 
 
 class LattePair(nn.Module):
     """A spatial block on ``(b, t, n, d)`` then a temporal block on ``(b, n, t, d)``; the unit
     ``nn.scan`` repeats in variant 1. ``first`` (1.0 in the first pair, else 0.0) gates the
-    temporal position embedding, which Latte adds once, before the first temporal block."""
+    temporal position embedding ``(b or 1, t, d)``, which Latte adds once, before the first
+    temporal block."""
 
     spec: BlockSpec
     cross_attention: bool
     enable_temporal: bool = True
 
     @nn.compact
-    def __call__(self, x, cond, context, context_mask, temporal_pos, first):
+    def __call__(self, x, cond, context, context_mask, temporal_pos, image_frames, first):
         x, _ = LatteBlock(self.spec, False, self.cross_attention, name="spatial")(
             x, cond, context, context_mask)
         if not self.enable_temporal:
             return x, None
         y = rearrange(x, "b t n d -> b n t d")
         if temporal_pos is not None:
-            y = y + first.astype(y.dtype) * temporal_pos.astype(y.dtype)
-        y, _ = LatteBlock(self.spec, True, name="temporal")(y, cond)
+            y = y + first.astype(y.dtype) * temporal_pos[:, None].astype(y.dtype)
+        y, _ = LatteBlock(self.spec, True, name="temporal")(y, cond, None, None, image_frames)
         return rearrange(y, "b n t d -> b t n d"), None
 
 
@@ -209,16 +240,16 @@ class LateFusion(nn.Module):
     enable_temporal: bool = True
 
     @nn.compact
-    def __call__(self, x, cond, context, context_mask, temporal_pos):
-        scan = lambda: _scanned(LatteBlock, self.num_layers, self.remat, (nn.broadcast,) * 3)  # noqa: E731
+    def __call__(self, x, cond, context, context_mask, temporal_pos, image_frames=None):
+        scan = lambda: _scanned(LatteBlock, self.num_layers, self.remat, (nn.broadcast,) * 4)  # noqa: E731
         x, _ = scan()(self.spec, False, self.cross_attention, name="spatial")(
-            x, cond, context, context_mask)
+            x, cond, context, context_mask, None)
         if not self.enable_temporal:
             return x
         y = rearrange(x, "b t n d -> b n t d")
         if temporal_pos is not None:
-            y = y + temporal_pos.astype(y.dtype)
-        y, _ = scan()(self.spec, True, name="temporal")(y, cond, None, None)
+            y = y + temporal_pos[:, None].astype(y.dtype)
+        y, _ = scan()(self.spec, True, name="temporal")(y, cond, None, None, image_frames)
         return rearrange(y, "b n t d -> b t n d")
 
 
@@ -228,7 +259,8 @@ class SplitHeadAttention(nn.Module):
     frame, the rest within each patch position across frames (with ``rotary`` on their q and k).
     ``token (b, d)`` (token conditioning) is one extra key/value in every group. With
     ``temporal=False`` the temporal heads are skipped (their slots of ``to_out``'s input are
-    zero), so frames are independent."""
+    zero), so frames are independent; with ``image_frames (b, t)`` the temporal heads attend to
+    video frames only and are zero on image frames, as if skipped for them."""
 
     num_heads: int
     head_dim: int
@@ -236,7 +268,7 @@ class SplitHeadAttention(nn.Module):
     dtype: Dtype | None = None
 
     @nn.compact
-    def __call__(self, x, token=None, rotary=None, temporal=True):
+    def __call__(self, x, token=None, rotary=None, temporal=True, image_frames=None):
         b, f, n, d = x.shape
         hs = self.num_heads // 2
         proj = {name: DenseND((self.num_heads, self.head_dim), ("embed", "heads", "kv"),
@@ -245,7 +277,7 @@ class SplitHeadAttention(nn.Module):
         q, k, v = (proj[name](x) for name in ("to_q", "to_k", "to_v"))  # (b, f, n, h, e)
         tk, tv = (None, None) if token is None else (proj["to_k"](token), proj["to_v"](token))
 
-        def attend(heads, pattern, groups, rot=None):
+        def attend(heads, pattern, groups, rot=None, keys=None):
             qg, kg, vg = (rearrange(a[..., heads, :], pattern) for a in (q, k, v))
             if rot is not None:
                 qg, kg = rot(qg), rot(kg)
@@ -253,13 +285,19 @@ class SplitHeadAttention(nn.Module):
                 extra = lambda a: jnp.repeat(a[:, None, heads, :], groups, axis=0)  # noqa: E731
                 kg = jnp.concatenate([kg, extra(tk).astype(kg.dtype)], axis=1)
                 vg = jnp.concatenate([vg, extra(tv).astype(vg.dtype)], axis=1)
-            return dot_product_attention(qg, kg, vg)
+                keys = None if keys is None else jnp.pad(keys, ((0, 0), (0, 1)),
+                                                         constant_values=True)
+            mask = None if keys is None else keys[:, None, None, :]
+            return dot_product_attention(qg, kg, vg, mask=mask)
 
         ys = rearrange(attend(slice(0, hs), "b f n h e -> (b f) n h e", f),
                        "(b f) n h e -> b f n h e", b=b)
         if temporal:
-            yt = rearrange(attend(slice(hs, None), "b f n h e -> (b n) f h e", n, rotary),
+            keys = None if image_frames is None else repeat(~image_frames, "b f -> (b n) f", n=n)
+            yt = rearrange(attend(slice(hs, None), "b f n h e -> (b n) f h e", n, rotary, keys),
                            "(b n) f h e -> b f n h e", b=b)
+            if image_frames is not None:
+                yt = jnp.where(image_frames[:, :, None, None, None], 0.0, yt).astype(yt.dtype)
         else:
             yt = jnp.zeros(ys.shape[:3] + (self.num_heads - hs, self.head_dim), ys.dtype)
         y = jnp.concatenate([ys, yt], axis=3)
@@ -272,7 +310,8 @@ class FactorisedBlock(nn.Module):
     :class:`LatteBlock` (one set of six vectors; variant 3's two attentions share the msa
     shift/scale/gate). ``split_heads`` picks variant 4 (:class:`SplitHeadAttention`) over
     variant 3 (spatial ``attn1`` then temporal ``attn_temporal``, each pre-norm residual).
-    ``enable_temporal=False`` skips the temporal attention (heads)."""
+    ``enable_temporal=False`` skips the temporal attention (heads); ``image_frames (b, t)``
+    skips it for those frames and hides them from the video frames' temporal attention."""
 
     spec: BlockSpec
     cross_attention: bool
@@ -280,18 +319,18 @@ class FactorisedBlock(nn.Module):
     enable_temporal: bool = True
 
     @nn.compact
-    def __call__(self, x, cond, context=None, context_mask=None):
+    def __call__(self, x, cond, context=None, context_mask=None, image_frames=None):
         s = self.spec
         b, f, n, d = x.shape
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = _modulation(
             self, s, cond, d, x.dtype)
         tokens = s.conditioning == "tokens"
-        rotary = _rotary(f) if s.rope else None
+        keys, rotary = _temporal_setup(image_frames, n, f, s.rope)
         norm1 = _layer_norm(s.norm_eps, s.norm_affine, s.dtype, "norm1")
         if self.split_heads:
             y = SplitHeadAttention(s.num_heads, s.head_dim, s.qkv_bias, s.dtype, name="attn1")(
                 norm1(x) * (1 + scale_msa) + shift_msa, norm1(cond) if tokens else None,
-                rotary, self.enable_temporal)
+                rotary, self.enable_temporal, image_frames)
             x = x + gate_msa * y
         else:
             attn = lambda name: Attention(s.num_heads, s.head_dim, qkv_bias=s.qkv_bias,  # noqa: E731
@@ -303,8 +342,10 @@ class FactorisedBlock(nn.Module):
                 norm_t = _layer_norm(s.norm_eps, s.norm_affine, s.dtype, "norm_temporal")
                 y = rearrange(norm_t(x) * (1 + scale_msa) + shift_msa, "b t n d -> b n t d")
                 y = _group_attention(attn("attn_temporal"), y, norm_t(cond) if tokens else None,
-                                     rotary)
-                x = x + gate_msa * rearrange(y, "b n t d -> b t n d")
+                                     rotary, keys)
+                y = x + gate_msa * rearrange(y, "b n t d -> b t n d")
+                x = y if image_frames is None else jnp.where(
+                    image_frames[:, :, None, None], x, y)
         x = shard(x, "act_batch", "act_frames", "act_seq", "act_embed")
         if self.cross_attention:
             x = _cross_attention(s, x, context, context_mask)

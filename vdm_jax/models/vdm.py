@@ -37,13 +37,11 @@ class TextToVideoLatte(nn.Module):
     text: TextEncoder
 
     def __call__(self, x, t, tokens, image_frames=None, *, train=False):
-        """As :class:`TextToVideoUNet`; joint image-video training is not available for Latte
-        yet, so ``image_frames`` must be None."""
+        """As :class:`TextToVideoUNet`: ``image_frames (b, t)`` bool marks independent images
+        (they skip Latte's temporal blocks)."""
         del train  # no dropout in Latte
-        if image_frames is not None:
-            raise ValueError("Latte does not take image frames yet; set train.num_image_frames=0")
         context, mask = encode_captions(self.text, tokens, x.shape[0])
-        return self.latte(x, t, context, mask)
+        return self.latte(x, t, context, mask, image_frames=image_frames)
 
 
 def encode_captions(text: TextEncoder, tokens: jax.Array, batch: int):

@@ -141,13 +141,14 @@ def spatial_pos_embed(dim: int, gh: int, gw: int, base_size: int, scale: float) 
 
 def apply_rope(x: jax.Array, positions, base: float = 10000.0) -> jax.Array:
     """Rotary position embedding (Su et al. 2021) of ``x (..., n, heads, d)`` at integer or
-    real ``positions (n,)``: channel pairs ``(i, i + d/2)`` are rotated by
-    ``position * base**(-2i/d)``, so ``rope(q, m) . rope(k, n)`` depends on ``m - n`` only."""
+    real ``positions (n,)`` (or ``(..., n)``, one row per leading index of ``x``): channel pairs
+    ``(i, i + d/2)`` are rotated by ``position * base**(-2i/d)``, so
+    ``rope(q, m) . rope(k, n)`` depends on ``m - n`` only."""
     d = x.shape[-1]
     if d % 2:
         raise ValueError(f"rotary embeddings need an even head size, got {d}")
     inv = base ** (-np.arange(d // 2, dtype=np.float32) * 2.0 / d)
-    angle = jnp.asarray(positions, jnp.float32)[:, None] * inv  # (n, d/2)
-    cos, sin = jnp.cos(angle)[:, None], jnp.sin(angle)[:, None]  # (n, 1, d/2)
+    angle = jnp.asarray(positions, jnp.float32)[..., None] * inv  # (..., n, d/2)
+    cos, sin = jnp.cos(angle)[..., None, :], jnp.sin(angle)[..., None, :]  # (..., n, 1, d/2)
     x1, x2 = x[..., : d // 2].astype(jnp.float32), x[..., d // 2:].astype(jnp.float32)
     return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).astype(x.dtype)
