@@ -200,9 +200,9 @@ def held_out_clips(config: ml_collections.ConfigDict, num: int) -> np.ndarray:
     return videos.astype(np.float32) / 127.5 - 1.0
 
 
-def evaluate(exp: VaeExperiment, params, videos: np.ndarray, batch_size: int) -> tuple:
+def evaluate(model: nn.Module, params, videos: np.ndarray, batch_size: int) -> tuple:
     """Posterior-mode reconstructions of ``videos`` and their mean PSNR / SSIM / flicker."""
-    run = jax.jit(lambda p, v: exp.model.apply({"params": p}, v, method=reconstruct)[0])
+    run = jax.jit(lambda p, v: model.apply({"params": p}, v, method=reconstruct)[0])
     recons = np.concatenate([np.asarray(run(params, jnp.asarray(videos[i:i + batch_size])))
                              for i in range(0, len(videos), batch_size)])
     return recons, reconstruction_metrics(jnp.asarray(recons), jnp.asarray(videos))
@@ -218,7 +218,7 @@ class EvalHook:
         self.videos = held_out_clips(exp.config, exp.config.eval.num_samples)
 
     def __call__(self, step: int, state: VaeState) -> None:
-        recons, metrics = evaluate(self.exp, state.params, self.videos,
+        recons, metrics = evaluate(self.exp.model, state.params, self.videos,
                                    self.exp.config.eval.batch_size)
         self.directory.mkdir(parents=True, exist_ok=True)
         (self.directory / f"{step}.json").write_text(json.dumps({"step": step, **metrics}))
