@@ -101,6 +101,11 @@ def base_config() -> ml_collections.ConfigDict:
     )
 
     c.eval = dict(num_samples=48, batch_size=16, seed=1)
+
+    # Device mesh (vdm_jax.sharding): preset none | dp | fsdp | fsdp_tp | fsdp_cp | vae_spatial;
+    # shape = sizes of (data, fsdp, context, tensor), one may be -1, () = the preset's default;
+    # rules_overrides = logical name -> mesh axes (or None). data.batch_size is per process.
+    c.mesh = dict(preset="none", shape=(), rules_overrides=dict())
     return c
 
 

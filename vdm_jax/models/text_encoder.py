@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from vdm_jax.nn.attention import Attention
+from vdm_jax.nn.norms import layer_norm
 from vdm_jax.sharding import shard
 
 Dtype = jnp.dtype
@@ -29,11 +30,11 @@ class TransformerBlock(nn.Module):
         d = x.shape[-1]
         if d % self.num_heads:
             raise ValueError(f"num_heads={self.num_heads} does not divide width {d}")
-        y = nn.LayerNorm(dtype=self.dtype, name="norm1")(x)
+        y = layer_norm("norm1", self.dtype)(x)
         x = x + Attention(self.num_heads, d // self.num_heads, dtype=self.dtype, name="attn")(
             y, mask=mask
         )
-        y = nn.LayerNorm(dtype=self.dtype, name="norm2")(x)
+        y = layer_norm("norm2", self.dtype)(x)
         init = nn.initializers.lecun_normal()
         y = nn.Dense(
             self.mlp_ratio * d, dtype=self.dtype,
@@ -106,4 +107,4 @@ class TextEncoder(nn.Module):
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
         x, _ = blocks(self.num_heads, self.mlp_ratio, self.dtype, name="blocks")(x, mask)
-        return nn.LayerNorm(dtype=self.dtype, name="norm_out")(x)
+        return layer_norm("norm_out", self.dtype)(x)

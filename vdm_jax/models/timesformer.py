@@ -19,8 +19,15 @@ import jax.numpy as jnp
 
 from vdm_jax.models import counting
 from vdm_jax.nn.attention import ATTENTION_VARIANTS, VideoSelfAttention
+from vdm_jax.nn.dense import logical_init
+from vdm_jax.nn.norms import layer_norm
 
 Dtype = jnp.dtype
+
+
+def _init(names, zero=False):
+    """LeCun normal (zeros for biases) carrying ``names``: flax's Dense/Conv defaults, boxed."""
+    return logical_init(names, nn.initializers.zeros if zero else nn.initializers.lecun_normal())
 
 
 class Mlp(nn.Module):
@@ -32,8 +39,11 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x):
         width = x.shape[-1]
-        y = nn.Dense(self.ratio * width, dtype=self.dtype, name="fc1")(x)
-        return nn.Dense(width, dtype=self.dtype, name="fc2")(nn.gelu(y, approximate=False))
+        y = nn.Dense(self.ratio * width, dtype=self.dtype, name="fc1",
+                     kernel_init=_init(("embed", "mlp")), bias_init=_init(("mlp",), True))(x)
+        fc2 = nn.Dense(width, dtype=self.dtype, name="fc2", kernel_init=_init(("mlp", "embed")),
+                       bias_init=_init(("embed",), True))
+        return fc2(nn.gelu(y, approximate=False))
 
 
 class TimeSformerBlock(nn.Module):
@@ -53,7 +63,7 @@ class TimeSformerBlock(nn.Module):
             self.attention, self.num_heads, width // self.num_heads, layer=self.layer,
             step_projection=True, qkv_bias=True, dtype=self.dtype, name="attention",
         )(x, cls)
-        norm = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm_mlp")
+        norm = layer_norm("norm_mlp", self.dtype)
         mlp = Mlp(self.mlp_ratio, dtype=self.dtype, name="mlp")
         return x + mlp(norm(x)), cls + mlp(norm(cls))
 
@@ -92,12 +102,16 @@ class TimeSformer(nn.Module):
             raise ValueError(f"{t} frames exceed num_frames={self.num_frames}")
         p = self.patch_size
         x = nn.Conv(self.width, (p, p), strides=(p, p), dtype=self.dtype,
+                    kernel_init=_init((None, None, "conv_in", "embed")),
+                    bias_init=_init(("embed",), True),
                     name="patch_embed")(video.reshape(b * t, *video.shape[2:]))
         x = x.reshape(b, t, *x.shape[1:])
         num_patches = x.shape[2] * x.shape[3]
-        init = nn.initializers.normal(0.02)
+        init = logical_init((None, "embed"), nn.initializers.normal(0.02))
         pos = self.param("pos_embed", init, (1 + num_patches, self.width))
-        cls = self.param("cls_token", init, (1, 1, self.width))
+        normal = nn.initializers.normal(0.02)
+        cls = self.param("cls_token", logical_init((None, None, "embed"), normal),
+                         (1, 1, self.width))
         x = x + pos[1:].reshape(x.shape[2:])
         cls = jnp.broadcast_to(cls + pos[0], (b, 1, self.width))
         if self.attention != "space":  # per-frame models have no notion of time
@@ -107,8 +121,10 @@ class TimeSformer(nn.Module):
         for layer in range(self.depth):
             x, cls = TimeSformerBlock(self.attention, self.num_heads, layer, self.mlp_ratio,
                                       dtype=self.dtype, name=f"block_{layer}")(x, cls)
-        cls = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(cls[:, 0])
-        return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(cls).astype(jnp.float32)
+        cls = layer_norm("norm", self.dtype)(cls[:, 0])
+        head = nn.Dense(self.num_classes, dtype=self.dtype, name="head",
+                        kernel_init=_init(("embed", "vocab")), bias_init=_init(("vocab",), True))
+        return head(cls).astype(jnp.float32)
 
 
 def count_params(model: nn.Module, num_frames: int | None = None) -> int:

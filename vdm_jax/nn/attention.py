@@ -18,7 +18,7 @@ import numpy as np
 from einops import rearrange, repeat
 
 from vdm_jax.nn.dense import DenseND
-from vdm_jax.nn.norms import GroupNorm
+from vdm_jax.nn.norms import GroupNorm, layer_norm
 from vdm_jax.sharding import shard
 
 Dtype = jnp.dtype
@@ -149,7 +149,7 @@ class CrossAttention(nn.Module):
     def __call__(self, x, context, context_mask=None):
         """``x (b, t, h, w, c)``, ``context (b, L, d)``, ``context_mask (b, L)`` bool."""
         b, t, h, w, c = x.shape
-        y = nn.LayerNorm(dtype=self.dtype, name="norm")(x)
+        y = layer_norm("norm", self.dtype)(x)
         # Same context for all frames of an example: attend with t*h*w queries in one call.
         y = rearrange(y, "b t h w c -> b (t h w) c")
         y = Attention(self.num_heads, self.head_dim, dtype=self.dtype, name="attn")(
@@ -230,7 +230,7 @@ class TemporalAttention(nn.Module):
         """``x (b, t, h, w, c)``; ``image_frames (b, t)`` bool or None -> ``(b, t, h, w, c)``."""
         b, t, h, w, c = x.shape
         # LayerNorm is per token: no statistics cross frames, so image frames stay independent.
-        y = nn.LayerNorm(dtype=self.dtype, name="norm")(x)
+        y = layer_norm("norm", self.dtype)(x)
         y = rearrange(y, "b t h w c -> (b h w) t c")
         bias = RelativePositionBias(
             self.num_heads, self.num_buckets, self.max_distance, name="rel_pos"
@@ -413,7 +413,7 @@ class VideoSelfAttention(nn.Module):
         :func:`step_attention`) returns ``(video, extra)``."""
         steps = variant_steps(self.variant, self.layer)
         for i, step in enumerate(steps):
-            norm = nn.LayerNorm(dtype=self.dtype, name=f"norm_{step.axis}")
+            norm = layer_norm(f"norm_{step.axis}", self.dtype)
             attention = Attention(self.num_heads, self.head_dim, zero_init_out=self.zero_init_out,
                                   qkv_bias=self.qkv_bias, dtype=self.dtype,
                                   name=f"attn_{step.axis}")
@@ -422,8 +422,8 @@ class VideoSelfAttention(nn.Module):
             y, y_extra = (out, None) if extra is None else out
             if self.step_projection and i < len(steps) - 1:
                 fc = nn.Dense(x.shape[-1], dtype=self.dtype, name=f"fc_{step.axis}",
-                              kernel_init=_dense_init(("embed", "embed_out")),
-                              bias_init=_dense_init(("embed_out",), True))
+                              kernel_init=_dense_init(("embed", "mlp")),
+                              bias_init=_dense_init(("mlp",), True))
                 y = fc(y)
                 y_extra = None if extra is None else fc(y_extra)
             x = x + y

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vdm_jax.nn.norms import layer_norm
+
 Dtype = jnp.dtype
 
 
@@ -113,7 +115,7 @@ class PooledContextEmbedding(nn.Module):
             context_mask = jnp.ones(context.shape[:2], bool)
         weights = context_mask.astype(jnp.float32)[..., None]
         pooled = (context * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
-        pooled = nn.LayerNorm(dtype=self.dtype, name="norm")(pooled)
+        pooled = layer_norm("norm", self.dtype)(pooled)
         return zero_projection(self.features, self.dtype)(pooled)
 
 

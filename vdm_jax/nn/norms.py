@@ -94,3 +94,12 @@ class GroupNorm(nn.Module):
 def _per_frame(m: jax.Array) -> jax.Array:
     """``(b, c)`` -> ``(b, 1, c)``; ``(b, t, c)`` unchanged."""
     return m[:, None, :] if m.ndim == 2 else m
+
+
+def layer_norm(name: str, dtype=None, epsilon: float = 1e-6) -> nn.LayerNorm:
+    """``nn.LayerNorm`` whose scale and bias carry the logical name ``norm``."""
+    return nn.LayerNorm(
+        epsilon=epsilon, dtype=dtype, name=name,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+    )

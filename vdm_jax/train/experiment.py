@@ -61,12 +61,16 @@ class Experiment:
     def optimizer(self) -> optax.GradientTransformation:
         return make_optimizer(self.config.train)
 
-    def init_params(self, key: jax.Array):
-        """Initialises the model on a one-example dummy batch; returns unboxed params."""
+    def init_boxed_params(self, key: jax.Array):
+        """Initialises the model on a one-example dummy batch; params keep their logical names
+        (``jax.eval_shape`` of this gives the sharding layer its abstract tree)."""
         video = jnp.zeros((1, *self.video_shape), jnp.float32)
         tokens = jnp.asarray(self.tokenizer.null_tokens())[None]
-        variables = self.model.init(key, video, jnp.zeros((1,)), tokens)
-        return nn.meta.unbox(variables["params"])
+        return self.model.init(key, video, jnp.zeros((1,)), tokens)["params"]
+
+    def init_params(self, key: jax.Array):
+        """Initialises the model on a one-example dummy batch; returns unboxed params."""
+        return nn.meta.unbox(self.init_boxed_params(key))
 
     def init_state(self) -> TrainState:
         root = jax.random.PRNGKey(self.config.seed)

@@ -19,6 +19,7 @@ from vdm_jax.train.checkpoint import Checkpointer
 from vdm_jax.train.experiment import build_experiment
 from vdm_jax.train.metrics import MetricsWriter
 from vdm_jax.train.samples import SampleHook
+from vdm_jax.train.sharded import make_placement
 from vdm_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
     )
     data_iterator = iter(pipeline)
     checkpointer = Checkpointer(workdir / "checkpoints")
-    state = experiment.init_state()
+    placement = make_placement(config, experiment)  # None: one device
+    state = placement.init_state(experiment) if placement else experiment.init_state()
     if checkpointer.latest_step() is not None:
         checkpointer.check_compatible(json.loads(config.to_json()))
         state, step = checkpointer.restore(state, data_iterator)
@@ -80,13 +82,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
         workdir=workdir,
         state=state,
         data_iterator=data_iterator,
-        train_step=jax.jit(step_fn, donate_argnums=(0,)),
+        train_step=placement.jit_step(step_fn) if placement else jax.jit(
+            step_fn, donate_argnums=(0,)),
         checkpointer=checkpointer,
         writer=MetricsWriter(workdir, enabled=is_main),
         hooks=[],
         meta={"config": json.loads(config.to_json()),
               "tokenizer": experiment.tokenizer.to_dict()},
-        to_device=device_batch,
+        to_device=placement.to_device if placement else device_batch,
     )
     if is_main:
         run.hooks.append(SampleHook(experiment, workdir, run.writer))
