@@ -129,14 +129,15 @@ class MidBlock(nn.Module):
         return temporal_attention(x, self.temporal_head_dim, self.dtype, "temporal_1")
 
 
-class DownBlock(nn.Module):
+class ResnetLevel(nn.Module):
     """``num_layers`` resnets (each optionally followed by temporal attention), then an optional
-    :class:`Downsample` (``DownEncoderBlock2D``)."""
+    resampling: ``"down"`` a :class:`Downsample` (``DownEncoderBlock2D``), ``"up"`` a nearest x2
+    upsample and 3x3 conv (``UpDecoderBlock2D``)."""
 
     features: int
     num_layers: int
     num_groups: int
-    downsample: bool
+    resample: str | None = None
     temporal_head_dim: int | None = None
     dtype: Dtype | None = None
 
@@ -145,28 +146,9 @@ class DownBlock(nn.Module):
         for j in range(self.num_layers):
             x = ResnetBlock(self.features, self.num_groups, self.dtype, name=f"resnets_{j}")(x)
             x = temporal_attention(x, self.temporal_head_dim, self.dtype, f"temporal_{j}")
-        if self.downsample:
+        if self.resample == "down":
             x = Downsample(self.features, self.dtype, name="downsample")(x)
-        return x
-
-
-class UpBlock(nn.Module):
-    """``num_layers`` resnets (each optionally followed by temporal attention), then an optional
-    nearest x2 upsample and 3x3 conv (``UpDecoderBlock2D``)."""
-
-    features: int
-    num_layers: int
-    num_groups: int
-    upsample: bool
-    temporal_head_dim: int | None = None
-    dtype: Dtype | None = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        for j in range(self.num_layers):
-            x = ResnetBlock(self.features, self.num_groups, self.dtype, name=f"resnets_{j}")(x)
-            x = temporal_attention(x, self.temporal_head_dim, self.dtype, f"temporal_{j}")
-        if self.upsample:
+        elif self.resample == "up":
             x = SpatialUpsample(self.features, self.dtype, name="upsample")(x)
         return x
 
@@ -192,8 +174,9 @@ class Encoder(nn.Module):
         chans, dt, tmp = self.block_out_channels, self.dtype, self.temporal_head_dim
         x = SpatialConv(chans[0], dtype=dt, name="conv_in")(x)
         for i, ch in enumerate(chans):
-            x = DownBlock(ch, self.layers_per_block, self.num_groups, i < len(chans) - 1, tmp,
-                          dt, name=f"down_blocks_{i}")(x)
+            resample = "down" if i < len(chans) - 1 else None
+            x = ResnetLevel(ch, self.layers_per_block, self.num_groups, resample, tmp, dt,
+                            name=f"down_blocks_{i}")(x)
         x = MidBlock(self.num_groups, self.mid_block_add_attention, tmp, dt, name="mid_block")(x)
         x = nn.silu(group_norm(self.num_groups, dt, "conv_norm_out")(x))
         return SpatialConv(2 * self.latent_channels, dtype=dt, name="conv_out")(x)
@@ -221,7 +204,8 @@ class Decoder(nn.Module):
         x = SpatialConv(chans[0], dtype=dt, name="conv_in")(z)
         x = MidBlock(self.num_groups, self.mid_block_add_attention, tmp, dt, name="mid_block")(x)
         for i, ch in enumerate(chans):
-            x = UpBlock(ch, self.layers_per_block + 1, self.num_groups, i < len(chans) - 1, tmp,
-                        dt, name=f"up_blocks_{i}")(x)
+            resample = "up" if i < len(chans) - 1 else None
+            x = ResnetLevel(ch, self.layers_per_block + 1, self.num_groups, resample, tmp, dt,
+                            name=f"up_blocks_{i}")(x)
         x = nn.silu(group_norm(self.num_groups, dt, "conv_norm_out")(x))
         return SpatialConv(self.out_channels, dtype=dt, name="conv_out")(x)
