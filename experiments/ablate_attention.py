@@ -112,11 +112,12 @@ def measure(model, clip, repeats: int) -> dict:
 # ---- short training: which variants can tell motion direction ---------------------------------
 
 def _direction_data(num: int, offset: int, frames: int, size: int):
+    from vdm_jax.data import video_io
     from vdm_jax.data.shapes import ShapesSource
 
     source = ShapesSource(num_examples=offset + num, num_frames=frames, resolution=size, seed=7)
     records = [source[i] for i in range(offset, offset + num)]
-    video = np.stack([r["video"] for r in records]).astype(np.float32) / 127.5 - 1.0
+    video = video_io.to_float(np.stack([r["video"] for r in records]))
     return video, np.array([r["direction"] for r in records], np.int32)
 
 

@@ -188,11 +188,12 @@ def train_run(config: ml_collections.ConfigDict, workdir: Path) -> bool:
 
 def held_out_batch(experiment, num_clips: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``num_clips`` held-out clips (float in [-1, 1]) and their caption tokens."""
+    from vdm_jax.data import video_io
     from vdm_jax.data.sources import build_source
 
     source = build_source(experiment.config.data, split="eval")
     records = [source[i] for i in range(num_clips)]
-    video = np.stack([r["video"] for r in records]).astype(np.float32) / 127.5 - 1.0
+    video = video_io.to_float(np.stack([r["video"] for r in records]))
     tokens = np.stack([experiment.tokenizer.encode(r["caption"]) for r in records])
     return video, tokens.astype(np.int32)
 

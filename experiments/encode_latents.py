@@ -54,9 +54,11 @@ def _encoder(model, params):
 
 def _batches(source, num: int, batch_size: int):
     """``(records, float32 videos in [-1, 1])`` for the first ``num`` items of ``source``."""
+    from vdm_jax.data import video_io
+
     for start in range(0, num, batch_size):
         records = [source[i] for i in range(start, min(start + batch_size, num))]
-        videos = np.stack([r["video"] for r in records]).astype(np.float32) / 127.5 - 1.0
+        videos = video_io.to_float(np.stack([r["video"] for r in records]))
         yield records, videos
 
 

@@ -38,7 +38,7 @@ def _clip_to_extend(path: str, resolution: tuple[int, int]) -> np.ndarray:
 
     clip = video_io.read_video(path)
     clip = video_io.resize_center_crop(clip, resolution)
-    return clip.astype(np.float32) / 127.5 - 1.0
+    return video_io.to_float(clip)
 
 
 def main(argv):

@@ -10,6 +10,7 @@ from vdm_jax.data.video_io import (
     probe_video,
     read_video,
     resize_center_crop,
+    to_float,
     to_uint8,
     write_frame_grid,
     write_gif,
@@ -42,6 +43,13 @@ def test_to_uint8_maps_model_range():
     assert to_uint8(u) is u
     with pytest.raises(TypeError, match="uint8 or float"):
         to_uint8(np.arange(3, dtype=np.int32))
+
+
+def test_to_float_inverts_to_uint8():
+    video = np.arange(256, dtype=np.uint8).reshape(4, 8, 8)
+    x = to_float(video)
+    assert x.dtype == np.float32 and x.min() == -1.0 and x.max() == 1.0
+    np.testing.assert_array_equal(to_uint8(x), video)
 
 
 def test_mp4_round_trip_and_probe(ramp_mp4):

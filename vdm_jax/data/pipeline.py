@@ -30,6 +30,7 @@ import jax
 import numpy as np
 from absl import flags
 
+from vdm_jax.data import video_io
 from vdm_jax.data.tokenizer import WordTokenizer
 
 _SKIPPED_KEY = "vdm_skipped_records"
@@ -86,7 +87,7 @@ def _video_to_float(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if batch["video"].dtype != np.uint8:
         return batch
     batch = dict(batch)
-    batch["video"] = batch["video"].astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+    batch["video"] = video_io.to_float(batch["video"])
     return batch
 
 

@@ -31,6 +31,11 @@ def to_uint8(video) -> np.ndarray:
     return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+def to_float(video) -> np.ndarray:
+    """uint8 video (any shape) -> float32 in [-1, 1], the inverse of :func:`to_uint8`."""
+    return np.asarray(video).astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
 def _as_rgb(video, ndim: int = 4) -> np.ndarray:
     """Validates and converts `(..., h, w, c)` with c in {1, 3} to uint8 RGB `(..., h, w, 3)`."""
     x = to_uint8(video)

@@ -196,8 +196,7 @@ def _disc_update(exp, tx, state, video, recon, active):
 def held_out_clips(config: ml_collections.ConfigDict, num: int) -> np.ndarray:
     """The first ``num`` clips of the eval split, float32 in [-1, 1]."""
     source = build_source(config.data, split="eval")
-    videos = np.stack([source[i]["video"] for i in range(num)])
-    return videos.astype(np.float32) / 127.5 - 1.0
+    return video_io.to_float(np.stack([source[i]["video"] for i in range(num)]))
 
 
 def evaluate(model: nn.Module, params, videos: np.ndarray, batch_size: int) -> tuple:
