@@ -19,6 +19,7 @@ import jax
 from vdm_jax.models.autoencoder_kl import AutoencoderKL
 from vdm_jax.models.causal_vae import CausalVAE
 from vdm_jax.models.posterior import DiagonalGaussian
+from vdm_jax.models.sizes import nearest_valid
 from vdm_jax.models.video_vae import VideoVAE
 
 AUTOENCODERS: dict[str, type[nn.Module]] = {
@@ -79,9 +80,8 @@ def check_round_trip(model: nn.Module, frames: int) -> None:
         return
     period = 2 * r if isinstance(model, CausalVAE) else r
     if (frames - 1) % period:
-        lo = (frames - 1) // period * period + 1
         raise ValueError(f"{type(model).__name__} round-trips {period}k+1 frames; got {frames}: "
-                         f"use {lo} or {lo + period}")
+                         f"{nearest_valid(frames, period, 1)}")
 
 
 def compression_ratio(model: nn.Module, video_shape: tuple[int, ...]) -> float:

@@ -39,6 +39,7 @@ from einops import rearrange
 from vdm_jax.models import counting
 from vdm_jax.models.causal_vae_blocks import SPATIAL_NORM_EPS, ResnetStack, SpatialNorm3D, segmented
 from vdm_jax.models.posterior import DiagonalGaussian
+from vdm_jax.models.sizes import nearest_valid
 from vdm_jax.nn.conv import CausalConv3d
 from vdm_jax.nn.norms import GroupNorm
 
@@ -186,11 +187,6 @@ def run_tiled(fn, x: jax.Array, tile: tuple[int, int], stride: tuple[int, int],
     return jnp.concatenate(out, axis=2)
 
 
-def _nearest_valid(n: int, step: int, offset: int = 0) -> str:
-    lo = max((n - offset) // step * step + offset, offset or step)
-    return f"use {lo}" if lo >= n else f"use {lo} or {lo + step}"
-
-
 class CausalVAE(nn.Module):
     """diffusers ``AutoencoderKLCogVideoX`` (no quant convs, SiLU).
 
@@ -268,11 +264,11 @@ class CausalVAE(nn.Module):
         t, h, w = x.shape[1:4]
         if t < 1 or (t - 1) % r:
             raise ValueError(f"the causal VAE needs {r}k+1 frames (1 for an image); got {t} "
-                             f"frames; {_nearest_valid(t, r, 1)}")
+                             f"frames; {nearest_valid(t, r, 1)}")
         for name, n in (("height", h), ("width", w)):
             if n % f:
                 raise ValueError(f"{name} must be a multiple of {f}; got {n}; "
-                                 f"{_nearest_valid(n, f)}")
+                                 f"{nearest_valid(n, f)}")
 
     def default_tiling(self) -> Tiling:
         """diffusers' default tiles: half the training resolution, overlaps 1/6 and 1/5."""

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vdm_jax.models.sizes import nearest_valid
 from vdm_jax.nn.attention import (
     ATTENTION_VARIANTS,
     CrossAttention,
@@ -152,11 +153,6 @@ class AttentionBlock(nn.Module):
         return shard_video(x)
 
 
-def _nearest_valid(n: int, factor: int) -> str:
-    lo, hi = (n // factor) * factor, (n // factor + 1) * factor
-    return f"use {lo} or {hi}" if lo > 0 else f"use {hi}"
-
-
 def check_inputs(x, t, context, context_mask, image_frames, levels: int) -> None:
     """Raises ValueError naming the expected shape when UNet3D inputs are malformed."""
     if x.ndim != 5:
@@ -168,7 +164,7 @@ def check_inputs(x, t, context, context_mask, image_frames, levels: int) -> None
     for label, n in (("height", height), ("width", width)):
         if n % factor:
             raise ValueError(
-                f"{label} {n} is not divisible by {factor}; {_nearest_valid(n, factor)} "
+                f"{label} {n} is not divisible by {factor}; {nearest_valid(n, factor)} "
                 f"(the UNet downsamples space {levels - 1} times)"
             )
     if t.shape != (b,):

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from vdm_jax.models.posterior import DiagonalGaussian
+from vdm_jax.models.sizes import nearest_valid
 from vdm_jax.models.vae_blocks import Decoder, Encoder, ResnetBlock, group_norm
 from vdm_jax.nn.conv import CausalVideoConv, SpatialConv
 
@@ -133,9 +134,8 @@ class VideoVAE(nn.Module):
                              f"got shape {x.shape}")
         t = x.shape[1]
         if (t - 1) % r:
-            lo = (t - 1) // r * r + 1
             raise ValueError(f"got {t} frames; the temporal autoencoder takes {r}k+1 frames: "
-                             f"use {lo} or {lo + r}")
+                             f"{nearest_valid(t, r, 1)}")
 
     def encode(self, x: jax.Array) -> DiagonalGaussian:
         """``(b, r k + 1, h, w, in)`` -> posterior over ``(b, k + 1, h/f, w/f, latent)``."""
