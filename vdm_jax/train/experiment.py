@@ -16,6 +16,7 @@ import optax
 from vdm_jax.data.latents import latent_decoder, read_meta
 from vdm_jax.data.sources import build_source, build_tokenizer
 from vdm_jax.data.tokenizer import WordTokenizer
+from vdm_jax.data.video_io import normalize_resolution
 from vdm_jax.diffusion import Schedule, get_schedule
 from vdm_jax.models.vdm import build_model
 from vdm_jax.train.optim import make_optimizer
@@ -36,8 +37,7 @@ class Experiment:
         data = self.config.data
         if data.source == "latents":
             return tuple(read_meta(data.path)["latent_shape"])
-        h, w = _pair(data.resolution)
-        return (data.num_frames, h, w, 3)
+        return clip_shape(data)
 
     @functools.cached_property
     def to_pixels(self):
@@ -78,11 +78,9 @@ class Experiment:
         return TrainState.create(self.init_params(init_key), self.optimizer(), train_key)
 
 
-def _pair(resolution) -> tuple[int, int]:
-    if isinstance(resolution, int):
-        return resolution, resolution
-    h, w = resolution
-    return int(h), int(w)
+def clip_shape(data: ml_collections.ConfigDict) -> tuple[int, int, int, int]:
+    """``(t, h, w, 3)`` of the pixel clips a ``data`` config describes."""
+    return (data.num_frames, *normalize_resolution(data.resolution), 3)
 
 
 def build_experiment(

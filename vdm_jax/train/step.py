@@ -36,15 +36,22 @@ def append_image_frames(key: jax.Array, video: jax.Array, num_images: int):
     b, t = video.shape[:2]
     if num_images == 0:
         return video, None
-    index = jax.random.randint(key, (b, num_images), 0, t)
-    stills = jnp.take_along_axis(video, index[:, :, None, None, None], axis=1)
+    stills = random_frames(key, video, num_images)
     image_frames = jnp.concatenate(
         [jnp.zeros((b, t), bool), jnp.ones((b, num_images), bool)], axis=1
     )
     return jnp.concatenate([video, stills], axis=1), image_frames
 
 
-def _keep_if(finite: jax.Array, new, old):
+def random_frames(key: jax.Array, video: jax.Array, per_clip: int) -> jax.Array:
+    """``per_clip`` frames of each clip drawn at random times: ``(b, per_clip, h, w, c)``."""
+    b, t = video.shape[:2]
+    index = jax.random.randint(key, (b, per_clip), 0, t)
+    return jnp.take_along_axis(video, index[:, :, None, None, None], axis=1)
+
+
+def keep_if(finite: jax.Array, new, old):
+    """``new`` where ``finite`` (a scalar bool), else ``old``, leaf by leaf: the skip guard."""
     return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
 
 
@@ -92,9 +99,9 @@ def make_train_step(
         skipped = (~finite).astype(jnp.int32)
         new_state = state.replace(
             step=state.step + 1,
-            params=_keep_if(finite, params, state.params),
-            opt_state=_keep_if(finite, opt_state, state.opt_state),
-            ema_params=_keep_if(finite, ema, state.ema_params),
+            params=keep_if(finite, params, state.params),
+            opt_state=keep_if(finite, opt_state, state.opt_state),
+            ema_params=keep_if(finite, ema, state.ema_params),
             nonfinite=state.nonfinite + skipped,
             nonfinite_streak=(state.nonfinite_streak + skipped) * skipped,
         )

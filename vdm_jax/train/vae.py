@@ -33,8 +33,10 @@ from vdm_jax.models.discriminator import (
 )
 from vdm_jax.train import loop
 from vdm_jax.train.checkpoint import Checkpointer
+from vdm_jax.train.experiment import clip_shape
 from vdm_jax.train.metrics import MetricsWriter
 from vdm_jax.train.optim import make_optimizer
+from vdm_jax.train.step import keep_if, random_frames
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,7 @@ class VaeExperiment:
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:
-        r = self.config.data.resolution
-        h, w = (r, r) if isinstance(r, int) else tuple(r)
-        return (self.config.data.num_frames, h, w, 3)
+        return clip_shape(self.config.data)
 
     def optimizer(self) -> optax.GradientTransformation:
         return make_optimizer(self.config.train)
@@ -108,15 +108,13 @@ def load_perceptual(path: str) -> Callable | None:
 def random_stills(key: jax.Array, video: jax.Array, per_clip: int) -> jax.Array:
     """``per_clip`` random frames of every clip as one-frame videos ``(b * per_clip, 1, ...)``:
     the image half of a joint batch (a causal autoencoder encodes an image as one frame)."""
-    b, t = video.shape[:2]
-    index = jax.random.randint(key, (b, per_clip), 0, t)
-    stills = jnp.take_along_axis(video, index[:, :, None, None, None], axis=1)
-    return stills.reshape(b * per_clip, 1, *video.shape[2:])
+    stills = random_frames(key, video, per_clip)
+    return stills.reshape(video.shape[0] * per_clip, 1, *video.shape[2:])
 
 
-def _generator_loss(exp: VaeExperiment, params, disc_params, video, key, adv_weight):
+def _generator_loss(exp: VaeExperiment, perceptual, params, disc_params, video, key,
+                    adv_weight):
     cfg = exp.config.loss
-    perceptual = load_perceptual(cfg.perceptual)
     recon, post = exp.model.apply({"params": params}, video, key, method=reconstruct)
     rec = jnp.mean(jnp.abs(recon - video))
     # KL summed over the latent, per input value: with kl_weight 1e-6 this is latent diffusion's
@@ -134,21 +132,20 @@ def _generator_loss(exp: VaeExperiment, params, disc_params, video, key, adv_wei
     return loss, (recon, metrics)
 
 
-def _keep_if(finite, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-
-
 def make_vae_step(exp: VaeExperiment) -> Callable[[VaeState, dict], tuple[VaeState, dict]]:
     """``step(state, {"video"}) -> (state, metrics)``, pure and jittable; a non-finite loss or
     gradient skips the update and is counted, as in the diffusion step."""
     cfg, tx = exp.config, exp.optimizer()
+    perceptual = load_perceptual(cfg.loss.perceptual)
 
     def joint_loss(params, disc_params, video, key, adv_weight):
         k_video, k_stills, k_image = jax.random.split(key, 3)
-        loss, (recon, m) = _generator_loss(exp, params, disc_params, video, k_video, adv_weight)
+        loss, (recon, m) = _generator_loss(exp, perceptual, params, disc_params, video, k_video,
+                                           adv_weight)
         if cfg.train.num_images:
             stills = random_stills(k_stills, video, cfg.train.num_images)
-            image_loss, _ = _generator_loss(exp, params, disc_params, stills, k_image, adv_weight)
+            image_loss, _ = _generator_loss(exp, perceptual, params, disc_params, stills, k_image,
+                                            adv_weight)
             loss += cfg.train.image_weight * image_loss
             m["image_loss"] = image_loss
         return loss, (recon, m)
@@ -170,8 +167,8 @@ def make_vae_step(exp: VaeExperiment) -> Callable[[VaeState, dict], tuple[VaeSta
                 exp, tx, state, video, jax.lax.stop_gradient(recon), gan_on & finite)
         skipped = (~finite).astype(jnp.int32)
         new = state.replace(
-            step=state.step + 1, params=_keep_if(finite, params, state.params),
-            opt_state=_keep_if(finite, opt_state, state.opt_state), disc_params=disc_params,
+            step=state.step + 1, params=keep_if(finite, params, state.params),
+            opt_state=keep_if(finite, opt_state, state.opt_state), disc_params=disc_params,
             disc_opt_state=disc_opt, nonfinite=state.nonfinite + skipped,
             nonfinite_streak=(state.nonfinite_streak + skipped) * skipped)
         return new, {"loss": loss, "grad_norm": grad_norm, "skipped": skipped, **metrics}
@@ -189,8 +186,8 @@ def _disc_update(exp, tx, state, video, recon, active):
     loss, grads = jax.value_and_grad(disc_loss)(state.disc_params)
     updates, opt = tx.update(grads, state.disc_opt_state, state.disc_params)
     params = optax.apply_updates(state.disc_params, updates)
-    return (_keep_if(active, params, state.disc_params),
-            _keep_if(active, opt, state.disc_opt_state), loss)
+    return (keep_if(active, params, state.disc_params),
+            keep_if(active, opt, state.disc_opt_state), loss)
 
 
 def held_out_clips(config: ml_collections.ConfigDict, num: int) -> np.ndarray:
