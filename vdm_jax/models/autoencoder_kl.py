@@ -77,11 +77,11 @@ class AutoencoderKL(nn.Module):
         self.post_quant_conv = conv(c) if self.use_post_quant_conv else None
 
     @property
-    def downsample_factor(self) -> int:
+    def spatial_factor(self) -> int:
         return 2 ** (len(self.block_out_channels) - 1)
 
     def check_pixels(self, x: jax.Array, video: bool) -> None:
-        f, c = self.downsample_factor, self.in_channels
+        f, c = self.spatial_factor, self.in_channels
         want = f"(b, t, h, w, {c})" if video else f"(b, h, w, {c})"
         ok = x.ndim == (5 if video else 4) and x.shape[-1] == c
         if not ok or x.shape[-3] % f or x.shape[-2] % f:
@@ -148,7 +148,7 @@ class AutoencoderKL(nn.Module):
 
 def example_inputs(model: AutoencoderKL) -> tuple[jax.Array]:
     """The smallest valid ``model.init`` input (parameter shapes do not depend on its size)."""
-    f = model.downsample_factor
+    f = model.spatial_factor
     return (jnp.zeros((1, f, f, model.in_channels)),)
 
 

@@ -2,7 +2,8 @@
 ablation.
 
 Every autoencoder here is a Linen module with ``encode_video(x) -> DiagonalGaussian`` and
-``decode_video(z) -> video`` on channels-last videos ``(b, t, h, w, c)`` in ``[-1, 1]``:
+``decode_video(z) -> video`` on channels-last videos ``(b, t, h, w, c)`` in ``[-1, 1]``, and a
+``spatial_factor`` (pixels per latent pixel along h and w):
 
 - ``image_vae``: Stable Diffusion's :class:`AutoencoderKL`, frame by frame (the naive baseline).
 - ``magicvideo``: the same with temporal attention in the decoder (MagicVideo).
@@ -56,15 +57,10 @@ def temporal_factor(model: nn.Module) -> int:
     return 1
 
 
-def spatial_factor(model: nn.Module) -> int:
-    """Pixels per latent pixel along h and w."""
-    return 2 ** (len(model.block_out_channels) - 1)
-
-
 def latent_shape(model: nn.Module, video_shape: tuple[int, ...]) -> tuple[int, ...]:
     """``(t, h, w, c)`` of a clip -> ``(t', h', w', latent_channels)`` of its latents."""
     t, h, w, _ = video_shape
-    r, f = temporal_factor(model), spatial_factor(model)
+    r, f = temporal_factor(model), model.spatial_factor
     frames = t if r == 1 else (t - 1) // r + 1
     return (frames, h // f, w // f, model.latent_channels)
 
