@@ -27,3 +27,9 @@ def fast_init(model: nn.Module, *args, seed: int = 2, **kwargs):
     init = jax.jit(lambda k, *a: model.init(k, *a, **kwargs))
     compiled = init.lower(key, *args).compile({"xla_backend_optimization_level": 0})
     return nn.meta.unbox(compiled(key, *args))
+
+
+def leaves_equal(a, b) -> bool:
+    """Two pytrees of the same structure hold bit-identical leaves."""
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(np.array_equal(x, y) for x, y in pairs)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import vdm_shapes
+from vdm_jax.testing import leaves_equal
 from vdm_jax.train import checkpoint as ckpt
 from vdm_jax.train.experiment import build_experiment
 from vdm_jax.train.loop import setup, train
@@ -18,11 +19,6 @@ def _config(**train):
     config = vdm_shapes.get_config("test")
     config.train.update(train)
     return config
-
-
-def _leaves_equal(a, b) -> bool:
-    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    return all(np.array_equal(x, y) for x, y in pairs)
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +33,9 @@ def test_resume_is_bitwise_exact(straight_run, tmp_path):
     train(_config(), tmp_path, until_step=2)
     resumed = jax.device_get(train(_config(), tmp_path))
     assert int(resumed.step) == int(straight.step) == 4
-    assert _leaves_equal(resumed.params, straight.params)
-    assert _leaves_equal(resumed.ema_params, straight.ema_params)
-    assert _leaves_equal(resumed.opt_state, straight.opt_state)
+    assert leaves_equal(resumed.params, straight.params)
+    assert leaves_equal(resumed.ema_params, straight.ema_params)
+    assert leaves_equal(resumed.opt_state, straight.opt_state)
 
 
 def test_training_writes_metrics_and_samples(straight_run):
@@ -51,7 +47,7 @@ def test_training_writes_metrics_and_samples(straight_run):
     assert len(list(sample_dir.glob("*.mp4"))) == 1 and len(list(sample_dir.glob("*.gif"))) == 1
     assert list((workdir / "tensorboard").iterdir())
     # EMA moved away from the initial params but not all the way to the live params.
-    assert not _leaves_equal(state.ema_params, state.params)
+    assert not leaves_equal(state.ema_params, state.params)
 
 
 def test_corrupt_checkpoint_falls_back_to_previous_step(straight_run, tmp_path, caplog):
@@ -96,13 +92,13 @@ def test_nonfinite_step_is_skipped_and_counted():
     new, metrics = step(state, bad)
     assert int(metrics["skipped"]) == 1 and int(new.nonfinite) == 1
     assert int(new.nonfinite_streak) == 1 and int(new.step) == 1
-    assert _leaves_equal(new.params, state.params)
+    assert leaves_equal(new.params, state.params)
     good = {"video": jnp.zeros((2, t, h, w, c)), "tokens": tokens}
     newer, metrics = step(new, good)  # the optimizer's own count (and so its lr) did not advance
     newer, metrics = step(newer, good)
     assert int(metrics["skipped"]) == 0 and int(newer.nonfinite_streak) == 0
     assert int(newer.nonfinite) == 1
-    assert not _leaves_equal(newer.params, state.params)
+    assert not leaves_equal(newer.params, state.params)
 
 
 def test_image_frames_are_stills_of_the_clip():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import causal_vae_shapes
+from vdm_jax.testing import leaves_equal
 from vdm_jax.train.checkpoint import Checkpointer
 from vdm_jax.train.vae import build_vae_experiment, load_autoencoder, random_stills, train_vae
 
@@ -17,11 +18,6 @@ def _config(**loss):
     config = causal_vae_shapes.get_config("test")
     config.loss.update(loss)
     return config
-
-
-def _leaves_equal(a, b) -> bool:
-    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    return all(np.array_equal(x, y) for x, y in pairs)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +46,9 @@ def test_discriminator_trains_only_from_its_start_step(straight_run):
     checkpointer = Checkpointer(workdir / "checkpoints")
     at_2, _ = checkpointer.restore(jax.eval_shape(exp.init_state), step=2)
     checkpointer.close()
-    assert _leaves_equal(jax.device_get(at_2.disc_params), initial.disc_params)
-    assert not _leaves_equal(at_2.params, initial.params)
-    assert not _leaves_equal(state.disc_params, initial.disc_params)
+    assert leaves_equal(jax.device_get(at_2.disc_params), initial.disc_params)
+    assert not leaves_equal(at_2.params, initial.params)
+    assert not leaves_equal(state.disc_params, initial.disc_params)
 
 
 def test_resume_is_exact(straight_run, tmp_path):
@@ -60,15 +56,15 @@ def test_resume_is_exact(straight_run, tmp_path):
     train_vae(_config(), tmp_path, until_step=2)
     resumed = jax.device_get(train_vae(_config(), tmp_path))
     assert int(resumed.step) == 4
-    assert _leaves_equal(resumed.params, straight.params)
-    assert _leaves_equal(resumed.disc_params, straight.disc_params)
+    assert leaves_equal(resumed.params, straight.params)
+    assert leaves_equal(resumed.disc_params, straight.disc_params)
 
 
 def test_load_autoencoder_reconstructs(straight_run):
     workdir, state = straight_run
     model, params, config = load_autoencoder(workdir)
     assert config.model.name == "causal_vae"
-    assert _leaves_equal(params, state.params)
+    assert leaves_equal(params, state.params)
     post = jax.jit(lambda p, v: model.apply({"params": p}, v, method="encode_video"))(
         params, jnp.zeros((1, 9, 16, 16, 3)))
     assert post.mean.shape == (1, 3, 4, 4, 4)
