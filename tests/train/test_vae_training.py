@@ -91,3 +91,12 @@ def test_config_errors_are_clear():
     config.model.causal_vae.block_count = 3
     with pytest.raises(ValueError, match="bad model.causal_vae fields"):
         build_vae_experiment(config)
+
+
+def test_perceptual_hook_resolves_module_function():
+    from vdm_jax.train.vae import load_perceptual
+
+    assert load_perceptual("") is None
+    assert load_perceptual("numpy:mean") is np.mean
+    with pytest.raises(ValueError, match="module:function"):
+        load_perceptual("numpy.mean")
