@@ -16,10 +16,10 @@ SHAPES = {"dp": (8, 1, 1, 1), "fsdp": (2, 4, 1, 1), "fsdp_tp": (2, 2, 1, 2),
 CONFIGS = {"unet3d": vdm_shapes, "latte": latte_shapes}
 
 
-def _config(model, preset="none"):
+def _config(model, preset="none", context_parallel="none"):
     c = CONFIGS[model].get_config("test")
     c.data.batch_size = 8  # divides by every preset's batch shards
-    c.mesh.update(preset=preset, shape=SHAPES.get(preset, ()))
+    c.mesh.update(preset=preset, shape=SHAPES.get(preset, ()), context_parallel=context_parallel)
     return c
 
 
@@ -48,14 +48,19 @@ def reference(tmp_path_factory):
 
 # Each case compiles a train step (~20-40 s on a loaded 2-core CPU): Latte runs every preset,
 # the UNet fsdp by default and the other presets under -m slow.
-CASES = [("latte", p) for p in sorted(PRESETS)] + [("unet3d", "fsdp")] + [
-    pytest.param("unet3d", p, marks=pytest.mark.slow) for p in sorted(PRESETS) if p != "fsdp"]
+# fsdp_cp also runs with each context-parallel attention scheme (nn.attention_cp).
+CASES = [("latte", p, "none") for p in sorted(PRESETS)] + [
+    ("latte", "fsdp_cp", cp) for cp in ("ulysses", "ring", "divided")] + [
+    ("unet3d", "fsdp", "none"), ("unet3d", "fsdp_cp", "divided")] + [
+    pytest.param("unet3d", p, "none", marks=pytest.mark.slow) for p in sorted(PRESETS)
+    if p != "fsdp"] + [pytest.param("unet3d", "fsdp_cp", cp, marks=pytest.mark.slow)
+                       for cp in ("ulysses", "ring")]
 
 
-@pytest.mark.parametrize("model, preset", CASES)
-def test_sharded_steps_equal_unsharded(model, preset, reference, tmp_path):
+@pytest.mark.parametrize("model, preset, context_parallel", CASES)
+def test_sharded_steps_equal_unsharded(model, preset, context_parallel, reference, tmp_path):
     want_state, want_losses = reference(model)
-    state, losses = _train(_config(model, preset), tmp_path)
+    state, losses = _train(_config(model, preset, context_parallel), tmp_path)
     np.testing.assert_allclose(losses, want_losses, rtol=1e-5, atol=1e-6)
     assert int(state.step) == STEPS
     for name in ("params", "ema_params"):

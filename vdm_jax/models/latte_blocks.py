@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from einops import rearrange, repeat
 
-from vdm_jax.nn.attention import Attention, dot_product_attention
+from vdm_jax.nn.attention import STEP_TOKEN_AXES, Attention, dot_product_attention
 from vdm_jax.nn.dense import DenseND, dense, logical_init
 from vdm_jax.nn.embeddings import apply_rope
 from vdm_jax.sharding import shard
@@ -103,17 +103,19 @@ def _modulation(module, spec, cond, d, dtype):
     return [mod[:, i, None, None, :].astype(dtype) for i in range(6)]
 
 
-def _group_attention(attention, y, token=None, rotary=None, keys=None):
-    """``attention`` within each of the ``g`` groups of ``y (b, g, n, d)``; ``token (b, d)``
-    (token conditioning) is appended to every group and its outputs dropped; ``keys (b g, n)``
-    bool masks keys (the token stays visible)."""
+def _group_attention(attention, y, token=None, rotary=None, keys=None, temporal=False):
+    """``attention`` within each of the ``g`` groups of ``y (b, g, n, d)`` (frames, or patch
+    positions when ``temporal``); ``token (b, d)`` (token conditioning) is appended to every
+    group and its outputs dropped; ``keys (b g, n)`` bool masks keys (the token stays
+    visible)."""
     b, g, n, d = y.shape
     if token is not None:
         tok = jnp.broadcast_to(token[:, None, None, :].astype(y.dtype), (b, g, 1, d))
         y = jnp.concatenate([y, tok], axis=2)
         keys = None if keys is None else jnp.pad(keys, ((0, 0), (0, 1)), constant_values=True)
     mask = None if keys is None else keys[:, None, None, :]
-    out = attention(rearrange(y, "b g n d -> (b g) n d"), rotary=rotary, mask=mask)
+    out = attention(rearrange(y, "b g n d -> (b g) n d"), rotary=rotary, mask=mask,
+                    axes=STEP_TOKEN_AXES["time" if temporal else "space"])
     return rearrange(out[:, :n], "(b g) n d -> b g n d", b=b)
 
 
@@ -180,7 +182,8 @@ class LatteBlock(nn.Module):
             keys, rotary = _temporal_setup(image_frames, x.shape[1], x.shape[2], s.rope)
         y = _group_attention(Attention(s.num_heads, s.head_dim, qkv_bias=s.qkv_bias,
                                        dtype=s.dtype, name="attn1"),
-                             norm1(x) * (1 + scale_msa) + shift_msa, token, rotary, keys)
+                             norm1(x) * (1 + scale_msa) + shift_msa, token, rotary, keys,
+                             self.temporal)
         x = x + gate_msa * y
         if self.cross_attention:
             x = _cross_attention(s, x, context, context_mask)
@@ -277,7 +280,7 @@ class SplitHeadAttention(nn.Module):
         q, k, v = (proj[name](x) for name in ("to_q", "to_k", "to_v"))  # (b, f, n, h, e)
         tk, tv = (None, None) if token is None else (proj["to_k"](token), proj["to_v"](token))
 
-        def attend(heads, pattern, groups, rot=None, keys=None):
+        def attend(heads, pattern, groups, rot=None, keys=None, step="space"):
             qg, kg, vg = (rearrange(a[..., heads, :], pattern) for a in (q, k, v))
             if rot is not None:
                 qg, kg = rot(qg), rot(kg)
@@ -288,13 +291,14 @@ class SplitHeadAttention(nn.Module):
                 keys = None if keys is None else jnp.pad(keys, ((0, 0), (0, 1)),
                                                          constant_values=True)
             mask = None if keys is None else keys[:, None, None, :]
-            return dot_product_attention(qg, kg, vg, mask=mask)
+            return dot_product_attention(qg, kg, vg, mask=mask, axes=STEP_TOKEN_AXES[step])
 
         ys = rearrange(attend(slice(0, hs), "b f n h e -> (b f) n h e", f),
                        "(b f) n h e -> b f n h e", b=b)
         if temporal:
             keys = None if image_frames is None else repeat(~image_frames, "b f -> (b n) f", n=n)
-            yt = rearrange(attend(slice(hs, None), "b f n h e -> (b n) f h e", n, rotary, keys),
+            yt = rearrange(attend(slice(hs, None), "b f n h e -> (b n) f h e", n, rotary, keys,
+                                  "time"),
                            "(b n) f h e -> b f n h e", b=b)
             if image_frames is not None:
                 yt = jnp.where(image_frames[:, :, None, None, None], 0.0, yt).astype(yt.dtype)
@@ -342,7 +346,7 @@ class FactorisedBlock(nn.Module):
                 norm_t = _layer_norm(s.norm_eps, s.norm_affine, s.dtype, "norm_temporal")
                 y = rearrange(norm_t(x) * (1 + scale_msa) + shift_msa, "b t n d -> b n t d")
                 y = _group_attention(attn("attn_temporal"), y, norm_t(cond) if tokens else None,
-                                     rotary, keys)
+                                     rotary, keys, temporal=True)
                 y = x + gate_msa * rearrange(y, "b n t d -> b t n d")
                 x = y if image_frames is None else jnp.where(
                     image_frames[:, :, None, None], x, y)

@@ -4,13 +4,15 @@ A config's ``mesh`` section::
 
     mesh = dict(preset="none",        # none | dp | fsdp | fsdp_tp | fsdp_cp | vae_spatial
                 shape=(),             # sizes of (data, fsdp, context, tensor); one may be -1
-                rules_overrides={})   # logical name -> mesh axes, e.g. {"embed": None}
+                rules_overrides={},   # logical name -> mesh axes, e.g. {"embed": None}
+                context_parallel="none")  # none | ulysses | ring | divided (nn.attention_cp)
 
 ``shape=()`` takes the preset's default, which gives every device to the preset's main axis.
 Axes use ``AxisType.Auto`` (the compiler propagates shardings between the constraints).
 """
 
 import contextlib
+import contextvars
 import math
 from collections.abc import Sequence
 
@@ -26,6 +28,10 @@ DEFAULT_SHAPES = {
     "fsdp_cp": (1, -1, 1, 1),
     "vae_spatial": (1, 1, -1, 1),
 }
+
+
+CONTEXT_PARALLEL_MODES = ("none", "ulysses", "ring", "divided")
+_CONTEXT_PARALLEL = contextvars.ContextVar("vdm_jax_context_parallel", default="none")
 
 
 def resolve_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
@@ -71,9 +77,39 @@ def mesh_and_rules(config):
     return make_mesh(shape), rules
 
 
+def context_parallel_of(config) -> str:
+    """The config's ``mesh.context_parallel`` scheme (``"none"`` when absent), validated."""
+    section = config.get("mesh") if hasattr(config, "get") else None
+    mode = "none" if section is None else section.get("context_parallel", "none")
+    if mode not in CONTEXT_PARALLEL_MODES:
+        raise ValueError(f"unknown mesh.context_parallel {mode!r}; choose one of "
+                         f"{list(CONTEXT_PARALLEL_MODES)}")
+    return mode
+
+
 @contextlib.contextmanager
-def activate(mesh, rules):
-    """Makes ``mesh`` current and ``rules`` the logical-axis rules, so that ``shard()`` inside
-    model code (traced in this context) constrains activations."""
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+def context_parallel(mode: str):
+    """Attention traced inside splits over the ``context`` axis with scheme ``mode`` (see
+    :mod:`vdm_jax.nn.attention_cp`); inert without a mesh or with context size 1."""
+    if mode not in CONTEXT_PARALLEL_MODES:
+        raise ValueError(f"unknown context-parallel mode {mode!r}; choose one of "
+                         f"{list(CONTEXT_PARALLEL_MODES)}")
+    token = _CONTEXT_PARALLEL.set(mode)
+    try:
+        yield
+    finally:
+        _CONTEXT_PARALLEL.reset(token)
+
+
+def current_context_parallel() -> str:
+    return _CONTEXT_PARALLEL.get()
+
+
+@contextlib.contextmanager
+def activate(mesh, rules, context_parallel_mode: str = "none"):
+    """Makes ``mesh`` current, ``rules`` the logical-axis rules and ``context_parallel_mode``
+    the attention scheme, so that model code traced in this context constrains activations
+    (``shard()``) and splits attention over ``context``."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), context_parallel(
+            context_parallel_mode):
         yield

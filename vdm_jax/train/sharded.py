@@ -17,7 +17,12 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from vdm_jax.sharding import activate, logical_to_mesh_sharding, mesh_and_rules
+from vdm_jax.sharding import (
+    activate,
+    context_parallel_of,
+    logical_to_mesh_sharding,
+    mesh_and_rules,
+)
 from vdm_jax.sharding.rules import Rules, batch_spec
 from vdm_jax.train.state import TrainState
 
@@ -31,13 +36,18 @@ class Placement:
     mesh: jax.sharding.Mesh
     rules: Rules
     state: Any  # a TrainState of NamedSharding
+    context_parallel: str = "none"  # attention scheme over the context axis
+
+    def active(self):
+        """The context that model code is traced in: mesh, rules and attention scheme."""
+        return activate(self.mesh, self.rules, self.context_parallel)
 
     def batch_sharding(self, ndim: int) -> NamedSharding:
         return NamedSharding(self.mesh, batch_spec(ndim, self.rules))
 
     def init_state(self, experiment) -> TrainState:
         """The initial state, created directly in its shards (no device holds it whole)."""
-        with activate(self.mesh, self.rules):
+        with self.active():
             return jax.jit(experiment.init_state, out_shardings=self.state)()
 
     def jit_step(self, step_fn: Callable) -> Callable:
@@ -49,7 +59,7 @@ class Placement:
                          out_shardings=(self.state, replicated), donate_argnums=(0,))
 
         def train_step(state, batch):
-            with activate(self.mesh, self.rules):
+            with self.active():
                 return jitted(state, batch)
 
         return train_step
@@ -90,4 +100,5 @@ def make_placement(config, experiment) -> Placement | None:
                                  train_key)
 
     abstract = jax.eval_shape(boxed_state, jax.random.PRNGKey(config.seed))
-    return Placement(mesh, rules, logical_to_mesh_sharding(abstract, mesh, rules))
+    return Placement(mesh, rules, logical_to_mesh_sharding(abstract, mesh, rules),
+                     context_parallel_of(config))

@@ -1,0 +1,41 @@
+"""The single-device attention kernel every attention layer ends in (and that the
+context-parallel schemes of :mod:`vdm_jax.nn.attention_cp` run on each device's block)."""
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+
+# Same large finite negative as jax.nn.dot_product_attention: no NaN on fully masked rows.
+MASKED_LOGIT = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def expand_to_4d(a):
+    """A bias or mask of any rank <= 4 as ``(b or 1, heads or 1, n or 1, m or 1)``."""
+    return None if a is None else a.reshape((1,) * (4 - a.ndim) + a.shape)
+
+
+def _einsum_attention(q, k, v, bias, mask):
+    """Heads-first einsum attention; faster than the generic path on CPU (measured ~2x fwd)."""
+    q, k, v = (rearrange(a, "b n h d -> b h n d") for a in (q, k, v))
+    logits = jnp.einsum("bhnd,bhmd->bhnm", q, k).astype(jnp.float32)
+    logits = logits * (q.shape[-1] ** -0.5)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, MASKED_LOGIT)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return rearrange(jnp.einsum("bhnm,bhmd->bhnd", probs, v), "b h n d -> b n h d")
+
+
+def local_attention(q, k, v, bias=None, mask=None, implementation=None):
+    """``softmax(q k^T / sqrt(d) + bias) v`` on one device; shapes as
+    :func:`vdm_jax.nn.attention.dot_product_attention`, ``bias``/``mask`` already 4-D."""
+    if implementation is None and jax.default_backend() == "cpu":
+        implementation = "einsum"
+    if implementation == "einsum":
+        return _einsum_attention(q, k, v, bias, mask)
+    if bias is not None:
+        bias = bias.astype(q.dtype)
+    return jax.nn.dot_product_attention(
+        q, k, v, bias=bias, mask=mask, implementation=implementation
+    )
