@@ -9,7 +9,14 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import latte_shapes, vdm_shapes
-from vdm_jax.models import TextEncoder, TimeSformer, autoencoder_kl, causal_vae, video_vae
+from vdm_jax.models import (
+    TextEncoder,
+    TimeSformer,
+    autoencoder_kl,
+    causal_vae,
+    unet3d_condition,
+    video_vae,
+)
 from vdm_jax.sharding import ACT_AXES, PARAM_AXES, PRESETS, get_rules, logical_to_mesh_sharding
 from vdm_jax.sharding.mesh import make_mesh, mesh_and_rules, resolve_shape
 from vdm_jax.train.experiment import build_experiment
@@ -44,6 +51,7 @@ MODELS = {
     "autoencoder_kl": lambda: _vae(autoencoder_kl, "AutoencoderKL"),
     "causal_vae": lambda: _vae(causal_vae, "CausalVAE"),
     "video_vae": lambda: _vae(video_vae, "VideoVAE"),
+    "unet3d_condition": lambda: _vae(unet3d_condition, "UNet3DCondition"),
     "text_encoder": lambda: _boxed(TextEncoder(vocab_size=32, width=16, depth=2, num_heads=2,
                                                max_len=10), jnp.ones((1, 4), jnp.int32)),
     "timesformer": lambda: _boxed(TimeSformer(num_classes=4, num_frames=4, image_size=16,

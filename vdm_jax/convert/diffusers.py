@@ -18,20 +18,23 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vdm_jax.convert import autoencoder_kl, cogvideox_vae, latte
+from vdm_jax.convert import autoencoder_kl, cogvideox_vae, latte, unet3d_condition
 from vdm_jax.convert.weights import read_config, read_weights
 from vdm_jax.models.autoencoder_kl import AutoencoderKL
 from vdm_jax.models.latte import LatteTransformer
+from vdm_jax.models.unet3d_condition import UNet3DCondition
 
 CONVERTERS: dict[str, Callable] = {
     "LatteTransformer3DModel": latte.convert,
     "AutoencoderKL": autoencoder_kl.convert,
     "AutoencoderKLCogVideoX": cogvideox_vae.convert,
+    "UNet3DConditionModel": unet3d_condition.convert,
 }
 # vdm_jax model classes a saved config may name.
 MODELS: dict[str, type[nn.Module]] = {"LatteTransformer": LatteTransformer,
                                       "AutoencoderKL": AutoencoderKL,
-                                      "CausalVAE": cogvideox_vae.CausalVAE}
+                                      "CausalVAE": cogvideox_vae.CausalVAE,
+                                      "UNet3DCondition": UNet3DCondition}
 CONFIG_NAME = "model_config.json"
 PARAMS_DIR = "params"
 

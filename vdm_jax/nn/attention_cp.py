@@ -4,8 +4,9 @@ mesh axis, so a long video's tokens never have to sit on one device.
 Selected by config (``mesh.context_parallel``) and switched on with
 :func:`vdm_jax.sharding.context_parallel` (or ``activate``) around tracing; every attention
 layer of the library routes through :func:`vdm_jax.nn.attention.dot_product_attention`, which
-calls :func:`attend` here, so models need no changes. Each call names the logical axes of its merged batch and of its sequence
-(:class:`TokenAxes`); the active sharding rules say which of them lies on ``context``:
+calls :func:`attend` here, so models need no changes. Each call names the logical axes of its
+merged batch and of its sequence (:class:`TokenAxes`); the active sharding rules say which of
+them lies on ``context``:
 
 - ``ulysses`` (DeepSpeed-Ulysses): when the sequence is on ``context``, an all-to-all turns
   sequence-sharded q/k/v into head-sharded ones, every device attends over the whole sequence
