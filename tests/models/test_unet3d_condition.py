@@ -156,3 +156,18 @@ def test_nearest_indices_match_torch_interpolate():
     np.testing.assert_array_equal(nearest_indices(3, 5), [0, 0, 1, 1, 2])
     np.testing.assert_array_equal(nearest_indices(2, 4), [0, 0, 1, 1])
     np.testing.assert_array_equal(nearest_indices(4, 7), [0, 0, 1, 1, 2, 2, 3])
+
+
+def test_remat_policies_change_memory_not_results(model, inputs):
+    params = random_params(model)
+    x, t, context = inputs
+
+    def grads(m):
+        loss = lambda p: jnp.sum(jnp.square(m.apply(p, x, t, context)))  # noqa: E731
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    (value, want), (got_value, got) = grads(model), grads(model.clone(remat="full"))
+    np.testing.assert_allclose(got_value, value, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
+    with pytest.raises(ValueError, match="unknown remat policy 'some'"):
+        model.clone(remat="some").init(jax.random.key(0), *example_inputs(model))

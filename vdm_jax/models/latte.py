@@ -74,7 +74,6 @@ from vdm_jax.models.latte_blocks import (
     BLOCK_VARIANTS,
     CONDITIONING,
     FREQUENCY_DIM,
-    REMAT_POLICIES,
     TEMPORAL_POS,
     BlockSpec,
     FactorisedBlock,
@@ -87,6 +86,7 @@ from vdm_jax.models.latte_blocks import (
 )
 from vdm_jax.nn.dense import dense, logical_init
 from vdm_jax.nn.embeddings import sincos_1d, spatial_pos_embed, timestep_embedding
+from vdm_jax.nn.remat import REMAT_POLICIES
 
 Dtype = jnp.dtype
 

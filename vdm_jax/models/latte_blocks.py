@@ -18,6 +18,7 @@ from einops import rearrange, repeat
 from vdm_jax.nn.attention import STEP_TOKEN_AXES, Attention, dot_product_attention
 from vdm_jax.nn.dense import DenseND, dense, logical_init
 from vdm_jax.nn.embeddings import apply_rope
+from vdm_jax.nn.remat import remat as remat_policy
 from vdm_jax.sharding import shard
 
 Dtype = jnp.dtype
@@ -27,12 +28,6 @@ ACTIVATIONS = ("geglu", "gelu", "gelu_tanh")
 ADALN = ("block", "single")
 TEMPORAL_POS = ("absolute", "rope", "none")
 CONDITIONING = ("adaln", "tokens")
-REMAT_POLICIES = {
-    "none": None,
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots_saveable": jax.checkpoint_policies.dots_saveable,
-    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-}
 FREQUENCY_DIM = 256  # sinusoidal time features (DiT, PixArt)
 
 
@@ -222,13 +217,10 @@ class LattePair(nn.Module):
 def _scanned(cls, length: int, remat: str, in_axes: tuple):
     """``cls`` (rematerialised unless ``remat="none"``) repeated ``length`` times by
     ``nn.scan``, parameters stacked on a leading ``layers`` axis."""
-    if remat not in REMAT_POLICIES:
-        raise ValueError(f"unknown remat policy {remat!r}; choose one of {list(REMAT_POLICIES)}")
-    if remat != "none":
-        cls = nn.remat(cls, policy=REMAT_POLICIES[remat], prevent_cse=False)
     return nn.scan(
-        cls, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes,
-        length=length, metadata_params={nn.PARTITION_NAME: "layers"},
+        remat_policy(cls, remat, scanned=True), variable_axes={"params": 0},
+        split_rngs={"params": True}, in_axes=in_axes, length=length,
+        metadata_params={nn.PARTITION_NAME: "layers"},
     )
 
 

@@ -62,6 +62,8 @@ class UNet3DCondition(nn.Module):
       cross_attention_dim: size of the text embeddings.
       attention_head_dim: channels per attention head.
       time_scale, time_shift: the embedded time is ``time_scale * t + time_shift``.
+      remat: rematerialisation policy of every resnet, temporal conv and transformer (a key of
+        ``vdm_jax.nn.remat.REMAT_POLICIES``).
     """
 
     in_channels: int = 4
@@ -77,6 +79,7 @@ class UNet3DCondition(nn.Module):
     attention_head_dim: int = 64
     time_scale: float = 1000.0
     time_shift: float = -1.0
+    remat: str = "none"
     dtype: Dtype | None = None
 
     def __post_init__(self):
@@ -129,7 +132,8 @@ class UNet3DCondition(nn.Module):
         layers = self.layers_per_block + (cls is UpBlock)
         prefix = "down_blocks" if cls is DownBlock else "up_blocks"
         return cls(features, layers, cross, self.attention_head_dim, self.norm_num_groups,
-                   self.norm_eps, resample, self.dtype, name=f"{prefix}_{i}", **kwargs)
+                   self.norm_eps, resample, self.dtype, self.remat, name=f"{prefix}_{i}",
+                   **kwargs)
 
     def down(self, x, temb, context):
         skips = [x]
@@ -170,8 +174,8 @@ class UNet3DCondition(nn.Module):
         context = context.astype(dtype)
         h, skips = self.down(h, temb, context)
         h = MidBlock(top, 1, True, self.attention_head_dim, self.norm_num_groups, self.norm_eps,
-                     False, self.dtype, self.mid_block_scale_factor, name="mid_block")(
-                         h, temb, context)
+                     False, self.dtype, self.remat, self.mid_block_scale_factor,
+                     name="mid_block")(h, temb, context)
         h = self.up(h, skips, temb, context)
         h = GroupNorm(self.norm_num_groups, self.norm_eps, per_frame=True, dtype=self.dtype,
                       name="conv_norm_out")(h)

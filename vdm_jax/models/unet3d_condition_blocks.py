@@ -23,6 +23,7 @@ from vdm_jax.nn.attention import STEP_TOKEN_AXES, Attention
 from vdm_jax.nn.conv import SpatialConv, TemporalConv
 from vdm_jax.nn.dense import dense, logical_init
 from vdm_jax.nn.norms import GroupNorm
+from vdm_jax.nn.remat import remat
 from vdm_jax.sharding import shard
 
 Dtype = jnp.dtype
@@ -226,20 +227,24 @@ class _Level(nn.Module):
     eps: float
     resample: bool
     dtype: Dtype | None = None
+    remat: str = "none"
 
     def resnet(self, x, temb, j: int, output_scale_factor: float = 1.0):
-        x = ResnetBlock(self.features, self.num_groups, self.eps, output_scale_factor,
-                        self.dtype, name=f"resnets_{j}")(x, temb)
-        return TemporalConvLayer(self.num_groups, self.dtype, name=f"temporal_convs_{j}")(x)
+        x = remat(ResnetBlock, self.remat)(self.features, self.num_groups, self.eps,
+                                           output_scale_factor, self.dtype,
+                                           name=f"resnets_{j}")(x, temb)
+        return remat(TemporalConvLayer, self.remat)(self.num_groups, self.dtype,
+                                                     name=f"temporal_convs_{j}")(x)
 
     def attend(self, x, context, j: int):
         if not self.cross_attention:
             return x
         heads = self.features // self.head_dim
-        x = SpatialTransformer(heads, self.head_dim, self.num_groups, self.dtype,
-                               name=f"attentions_{j}")(x, context)
-        return TemporalTransformer(heads, self.head_dim, self.num_groups, self.dtype,
-                                   name=f"temporal_attentions_{j}")(x)
+        x = remat(SpatialTransformer, self.remat)(heads, self.head_dim, self.num_groups,
+                                                  self.dtype, name=f"attentions_{j}")(x, context)
+        return remat(TemporalTransformer, self.remat)(heads, self.head_dim, self.num_groups,
+                                                      self.dtype,
+                                                      name=f"temporal_attentions_{j}")(x)
 
 
 class DownBlock(_Level):
