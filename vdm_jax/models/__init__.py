@@ -4,6 +4,7 @@ from vdm_jax.models.latte import LatteTransformer
 from vdm_jax.models.text_encoder import BOS_ID, PAD_ID, TextEncoder
 from vdm_jax.models.timesformer import TimeSformer
 from vdm_jax.models.unet3d import VARIANTS, UNet3D
+from vdm_jax.models.unet3d_condition import UNet3DCondition
 from vdm_jax.models.vdm import TextToVideoUNet, build_model, count_params, model_config
 from vdm_jax.models.video_resnet import VideoResNet
 
@@ -15,6 +16,7 @@ __all__ = [
     "TextToVideoUNet",
     "TimeSformer",
     "UNet3D",
+    "UNet3DCondition",
     "VARIANTS",
     "VideoResNet",
     "build_model",
