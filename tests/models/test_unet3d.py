@@ -137,7 +137,7 @@ def test_build_model_and_variants():
     params = _random_params(model, x, t, tokens)
     assert jax.jit(model.apply)(params, x, t, tokens).shape == x.shape
     bad = ml_collections.ConfigDict(dict(cfg.to_dict(), name="dit"))
-    with pytest.raises(ValueError, match=r"known: \['unet3d', 'latte'\]"):
+    with pytest.raises(ValueError, match=r"known: \['unet3d', 'latte', 'make_a_video'\]"):
         build_model(bad)
     # Every named size builds; parameter counts via eval_shape (no memory).
     counts = {}

@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from configs import latte_shapes, vdm_shapes
+from configs import latte_shapes, mav_base, mav_interp, vdm_shapes
 from vdm_jax.models import (
     TextEncoder,
     TimeSformer,
@@ -52,6 +52,8 @@ MODELS = {
     "causal_vae": lambda: _vae(causal_vae, "CausalVAE"),
     "video_vae": lambda: _vae(video_vae, "VideoVAE"),
     "unet3d_condition": lambda: _vae(unet3d_condition, "UNet3DCondition"),
+    "make_a_video_base": lambda: _diffusion(mav_base.get_config("video_test")),
+    "make_a_video_interp": lambda: _diffusion(mav_interp.get_config("test")),
     "text_encoder": lambda: _boxed(TextEncoder(vocab_size=32, width=16, depth=2, num_heads=2,
                                                max_len=10), jnp.ones((1, 4), jnp.int32)),
     "timesformer": lambda: _boxed(TimeSformer(num_classes=4, num_frames=4, image_size=16,

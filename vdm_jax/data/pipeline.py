@@ -140,6 +140,28 @@ def skipped_count(iterator: grain.DatasetIterator) -> int:
     return total(iterator.get_state())
 
 
+def state_for_process_count(states: list[Mapping[str, Any]], process_count: int) -> dict:
+    """The iterator state for each process of a ``process_count``-process run that continues
+    where the per-process ``states`` of a run with another process count stopped.
+
+    The global position (records read by all processes together, dropped ones included) is
+    kept: each new process starts at ``total // process_count`` of its own slice, so without
+    dropped records each following global batch holds the records the old run's would have (in
+    another order within the batch). Needs the ``worker_count=0`` pipeline's state.
+    """
+    positions, skipped = [], 0
+    for state in states:
+        parent = state.get("parent") if isinstance(state, Mapping) else None
+        if not isinstance(parent, Mapping) or set(parent) != {"next_index"}:
+            raise ValueError("the input-pipeline state cannot move to a different process count "
+                             "(only the worker_count=0 pipeline's state can); resume with the "
+                             f"process count that wrote it ({len(states)})")
+        positions.append(int(parent["next_index"]))
+        skipped += int(state[_SKIPPED_KEY])
+    return {"parent": {"next_index": sum(positions) // process_count},
+            _SKIPPED_KEY: skipped // process_count}
+
+
 def _ensure_flags_parsed() -> None:
     """Grain's worker processes read absl flags; outside ``absl.app.run`` use their defaults."""
     if not flags.FLAGS.is_parsed():

@@ -75,6 +75,17 @@ def sample_time(key: jax.Array, batch: int, method: str = "low_discrepancy") -> 
     raise ValueError(f"Unknown time sampling {method!r}; expected one of {list(TIME_SAMPLINGS)}.")
 
 
+def warp_time(t: jax.Array, power: float) -> jax.Array:
+    """``1 − (1 − t)^power``: ``power > 1`` draws more training times near pure noise (t = 1),
+    ``power = 1`` is the identity. A warped draw has density ``(1 − t)^(1/power − 1) / power``.
+    """
+    if power <= 0:
+        raise ValueError(f"Expected a positive time-warp power, got {power}.")
+    if power == 1.0:
+        return t
+    return 1.0 - jnp.power(1.0 - t, power)
+
+
 def masked_mean(sq_err: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Mean of ``sq_err`` (b, ...) over non-batch dims, over ``mask``ed elements only -> (b,).
 
@@ -93,7 +104,8 @@ def masked_mean(sq_err: jax.Array, mask: jax.Array | None) -> jax.Array:
 def diffusion_loss(model_fn: ModelFn, x0: jax.Array, key: jax.Array, *, schedule: Schedule,
                    parameterization: str, weighting: str = "none",
                    mask: jax.Array | None = None, min_snr_gamma: float = 5.0,
-                   time_sampling: str = "low_discrepancy") -> tuple[jax.Array, dict]:
+                   time_sampling: str = "low_discrepancy",
+                   time_warp: float = 1.0) -> tuple[jax.Array, dict]:
     """Weighted denoising loss per example.
 
     Args:
@@ -102,6 +114,7 @@ def diffusion_loss(model_fn: ModelFn, x0: jax.Array, key: jax.Array, *, schedule
       key: PRNG key for t and ε.
       mask: optional, 1 where the loss counts (e.g. a frame mask ``(b, t)`` that excludes
         padding frames); a prefix of ``x0.shape`` or broadcastable to it.
+      time_warp: power of :func:`warp_time` applied to the drawn times (1: none).
 
     Returns:
       ``(loss (b,), aux)`` where aux holds ``t``, ``log_snr``, ``weight`` (each ``(b,)``) and
@@ -113,7 +126,7 @@ def diffusion_loss(model_fn: ModelFn, x0: jax.Array, key: jax.Array, *, schedule
     if x0.ndim < 1:
         raise ValueError(f"Expected x0 with a batch dim, got shape {x0.shape}.")
     t_key, eps_key = jax.random.split(key)
-    t = sample_time(t_key, x0.shape[0], time_sampling)
+    t = warp_time(sample_time(t_key, x0.shape[0], time_sampling), time_warp)
     log_snr = schedule.log_snr(t)
     alpha, sigma = alpha_sigma_from_log_snr(log_snr)
     x0 = x0.astype(jnp.float32)

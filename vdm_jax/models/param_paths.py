@@ -23,17 +23,31 @@ def unflatten(flat: dict[str, object]) -> dict:
     return out
 
 
+TEMPORAL_NAME = "temporal"
 TEMPORAL_PREFIX = "temporal_"
 
 
 def is_temporal(path: str) -> bool:
     """A parameter a video model adds to its image model: some module on its path is named
-    ``temporal_*`` (temporal attention, the temporal autoencoder, ...)."""
-    return any(part.startswith(TEMPORAL_PREFIX) for part in path.split("/"))
+    ``temporal`` or ``temporal_*`` (temporal attention, the temporal half of a (2+1)D conv, the
+    temporal autoencoder, ...)."""
+    return any(part == TEMPORAL_NAME or part.startswith(TEMPORAL_PREFIX)
+               for part in path.split("/"))
+
+
+def image_paths(path: str) -> list[str]:
+    """Where a non-temporal video weight lives in the image model, most specific first: the same
+    path, then (for the spatial half ``.../spatial/kernel`` of a (2+1)D conv, whose image model
+    has a plain 2D conv there) the path without that ``spatial`` module."""
+    parts = path.split("/")
+    if len(parts) >= 3 and parts[-2] == "spatial":
+        return [path, "/".join(parts[:-2] + parts[-1:])]
+    return [path]
 
 
 def inflate_image_params(image_params: dict, video_params: dict) -> dict:
-    """``video_params`` with every non-temporal weight taken from ``image_params``.
+    """``video_params`` with every non-temporal weight taken from ``image_params`` (found by
+    :func:`image_paths`).
 
     Both are ``{"params": ...}`` trees; image weights the video model does not have (e.g. an
     encoder, for a decoder-only model) are ignored. Raises, naming the path, when a non-temporal
@@ -45,11 +59,12 @@ def inflate_image_params(image_params: dict, video_params: dict) -> dict:
         if is_temporal(path):
             merged[path] = leaf
             continue
-        if path not in image or jax.numpy.shape(image[path]) != jax.numpy.shape(leaf):
-            got = jax.numpy.shape(image[path]) if path in image else "missing"
+        source = next((p for p in image_paths(path) if p in image), None)
+        if source is None or jax.numpy.shape(image[source]) != jax.numpy.shape(leaf):
+            got = jax.numpy.shape(image[source]) if source else "missing"
             raise ValueError(f"{path}: the image model has {got}, the video model needs "
                              f"{jax.numpy.shape(leaf)}")
-        merged[path] = image[path]
+        merged[path] = image[source]
     return {"params": unflatten(merged)}
 
 

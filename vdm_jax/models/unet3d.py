@@ -37,9 +37,11 @@ from vdm_jax.nn.conv import (
 )
 from vdm_jax.nn.embeddings import (
     FramePositionEmbedding,
+    PixelPositionEmbedding,
     PooledContextEmbedding,
     TimestepEmbedding,
 )
+from vdm_jax.nn.layout import LAYOUT_TARGETS, ConditionalLayout
 from vdm_jax.nn.norms import GroupNorm
 from vdm_jax.sharding import shard
 
@@ -202,6 +204,20 @@ class UNet3D(nn.Module):
         blocks are modulated per frame (not in VDM, which has only relative temporal positions).
       pooled_text: add the pooled text context to the time embedding (Imagen), so residual
         blocks see the caption too, not only the cross-attention layers.
+      pixel_positions: add an absolute pixel-position embedding (fixed 2D sin-cos table, then a
+        zero-initialised Dense) to the first conv's features, so the model can place content
+        at absolute positions even from a pure-noise input (not in VDM).
+      cond_layout: ``"none"``, or where to add a conditional spatial map
+        (:class:`ConditionalLayout`) of the time embedding, the frame index and the caption
+        tokens: ``"input"`` (to the first conv's features) or ``"output"`` (to the prediction,
+        a learned conditional mean that dominates at high noise). A direct path from caption
+        and frame to where content goes, which a conv UNet otherwise has to build from a
+        pure-noise input (not in VDM).
+      layout_vocab: vocabulary size for the conditional map's own word vectors of the caption
+        tokens (passed as ``tokens``); 0 reads the text context instead.
+      film_out: modulate the output GroupNorm by the (per-frame) time embedding, as in the
+        residual blocks; without it that norm removes any per-frame offset the conditioning
+        puts on the features just before the output conv (not in VDM).
       dtype: computation dtype (params stay float32; the output is float32).
     """
 
@@ -218,6 +234,10 @@ class UNet3D(nn.Module):
     remat: bool = False
     frame_positions: bool = False
     pooled_text: bool = False
+    pixel_positions: bool = False
+    cond_layout: str = "none"
+    layout_vocab: int = 0
+    film_out: bool = False
     dtype: Dtype = jnp.float32
 
     def _blocks(self, train: bool):
@@ -237,11 +257,13 @@ class UNet3D(nn.Module):
         return res, attn
 
     @nn.compact
-    def __call__(self, x, t, context=None, context_mask=None, image_frames=None, *, train=False):
+    def __call__(self, x, t, context=None, context_mask=None, image_frames=None, *, train=False,
+                 tokens=None):
         """Predicts for noisy videos ``x (b, t, h, w, c)`` at times ``t (b,)`` in [0, 1].
 
         ``context (b, L, d)`` / ``context_mask (b, L)`` condition via cross-attention;
-        ``image_frames (b, t)`` bool marks frames that are independent images.
+        ``image_frames (b, t)`` bool marks frames that are independent images; ``tokens (b, L)``
+        caption ids, read only by the conditional map when ``layout_vocab > 0``.
         """
         if self.conv not in CONV_VARIANTS:
             raise ValueError(f"conv must be one of {CONV_VARIANTS}, got {self.conv!r}")
@@ -269,6 +291,16 @@ class UNet3D(nn.Module):
                                             name="frame_pos")(x.shape[1])
             emb = emb[:, None, :] + frames[None]
         h = SpatialConv(self.channels, dtype=self.dtype, name="conv_in")(x.astype(self.dtype))
+        if self.pixel_positions:
+            h = h + PixelPositionEmbedding(self.channels, dtype=self.dtype,
+                                           name="pixel_pos")(x.shape[2], x.shape[3])
+        if self.cond_layout not in LAYOUT_TARGETS:
+            raise ValueError(f"cond_layout must be one of {LAYOUT_TARGETS}, "
+                             f"got {self.cond_layout!r}")
+        if self.cond_layout == "input":
+            h = h + ConditionalLayout(vocab_size=self.layout_vocab, dtype=self.dtype,
+                                      name="cond_layout")(
+                emb, context, context_mask, h.shape, tokens)
         h = shard_video(h)
         skips = [h]
         for level, mult in enumerate(self.channel_mult):
@@ -295,10 +327,22 @@ class UNet3D(nn.Module):
             if level != 0:
                 h = SpatialUpsample(h.shape[-1], dtype=self.dtype, name=f"up_{level}_upsample")(h)
 
+        film = None
+        if self.film_out:
+            film = jnp.split(nn.Dense(
+                2 * h.shape[-1], dtype=self.dtype,
+                kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed", "mlp")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+                name="film_out",
+            )(nn.silu(emb)), 2, axis=-1)
         h = GroupNorm(default_groups(h.shape[-1], self.num_groups), per_frame=True,
-                      dtype=self.dtype, name="norm_out")(h)
+                      dtype=self.dtype, name="norm_out")(h, film)
         out = SpatialConv(self.out_channels, dtype=self.dtype,
                           kernel_init=nn.initializers.zeros, name="conv_out")(nn.silu(h))
+        if self.cond_layout == "output":
+            out = out + ConditionalLayout(vocab_size=self.layout_vocab, dtype=self.dtype,
+                                          name="cond_layout")(
+                emb, context, context_mask, out.shape, tokens)
         return out.astype(jnp.float32)
 
 

@@ -13,7 +13,7 @@ from vdm_jax.models.latte import LatteTransformer
 from vdm_jax.models.text_encoder import PAD_ID, TextEncoder
 from vdm_jax.models.unet3d import VARIANTS, UNet3D
 
-KNOWN_MODELS = ("unet3d", "latte")
+KNOWN_MODELS = ("unet3d", "latte", "make_a_video")  # make_a_video: the UNet + stage inputs
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -27,7 +27,8 @@ class TextToVideoUNet(nn.Module):
         """``x (b, t, h, w, c)``, ``t (b,)`` in [0, 1], ``tokens (b, L) int32`` (0 = PAD),
         ``image_frames (b, t)`` bool -> ``(b, t, h, w, out_channels)`` float32."""
         context, mask = encode_captions(self.text, tokens, x.shape[0])
-        return self.unet(x, t, context, mask, image_frames, train=train)
+        layout_tokens = tokens if self.unet.layout_vocab else None
+        return self.unet(x, t, context, mask, image_frames, train=train, tokens=layout_tokens)
 
 
 class TextToVideoLatte(nn.Module):
@@ -63,7 +64,9 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
     """Builds the model named by ``model_cfg.name`` (see :func:`model_config` for fields).
 
     Optional fields: ``num_groups`` (None), ``remat`` (False), ``frame_positions`` (False),
-    ``pooled_text`` (False), ``dtype`` ("float32").
+    ``pooled_text`` (False), ``pixel_positions`` (False), ``cond_layout`` ("none"),
+    ``layout_tokens`` (False), ``film_out`` (False),
+    ``dtype`` ("float32").
     """
     if model_cfg.name not in KNOWN_MODELS:
         raise ValueError(f"unknown model name {model_cfg.name!r}; known: {list(KNOWN_MODELS)}")
@@ -89,8 +92,16 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
         remat=model_cfg.get("remat", False),
         frame_positions=model_cfg.get("frame_positions", False),
         pooled_text=model_cfg.get("pooled_text", False),
+        pixel_positions=model_cfg.get("pixel_positions", False),
+        cond_layout=model_cfg.get("cond_layout", "none"),
+        layout_vocab=tc.vocab_size if model_cfg.get("layout_tokens", False) else 0,
+        film_out=model_cfg.get("film_out", False),
         dtype=dtype,
     )
+    if model_cfg.name == "make_a_video":
+        from vdm_jax.models.make_a_video import build_make_a_video
+
+        return build_make_a_video(model_cfg, unet, text)
     return TextToVideoUNet(unet=unet, text=text)
 
 

@@ -99,6 +99,27 @@ class FramePositionEmbedding(nn.Module):
         return zero_projection(self.features, self.dtype)(feats)
 
 
+class PixelPositionEmbedding(nn.Module):
+    """Absolute pixel-position embedding ``(h, w, features)``: the fixed 2D sin-cos table of
+    :func:`spatial_pos_embed` over coordinates scaled to ``[0, base_size)`` (so any grid spans
+    the same range), then a zero-initialised Dense, so adding it leaves a model unchanged at
+    init. Gives a convolutional model the absolute position it needs to place content from a
+    pure-noise input.
+    """
+
+    features: int
+    table_dim: int = 32
+    base_size: int = 16
+    dtype: Dtype | None = None
+
+    @nn.compact
+    def __call__(self, height: int, width: int) -> jax.Array:
+        """-> ``(height, width, features)``."""
+        table = spatial_pos_embed(self.table_dim, height, width, self.base_size, 1.0)
+        feats = jnp.asarray(table.reshape(height, width, self.table_dim), jnp.float32)
+        return zero_projection(self.features, self.dtype)(feats)
+
+
 class PooledContextEmbedding(nn.Module):
     """Masked mean of text token embeddings, projected to the time-embedding size (Imagen's
     pooled text conditioning): lets every residual block, temporal convs included, see the

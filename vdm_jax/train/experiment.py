@@ -22,6 +22,7 @@ from vdm_jax.models.vdm import build_model
 from vdm_jax.train.optim import make_optimizer
 from vdm_jax.train.state import TrainState
 from vdm_jax.train.step import StepSettings
+from vdm_jax.train.tasks import task_from_config
 
 
 @dataclasses.dataclass
@@ -56,6 +57,9 @@ class Experiment:
             cond_drop_rate=d.cond_drop_rate,
             ema_decay=t.ema_decay,
             num_image_frames=t.num_image_frames,
+            time_warp=d.get("time_warp", 1.0),
+            task=task_from_config(self.config),
+            prior_weight=t.get("prior_weight", 0.0),
         )
 
     def optimizer(self) -> optax.GradientTransformation:
@@ -101,6 +105,8 @@ def build_experiment(
             channels = read_meta(config.data.path)["latent_shape"][-1]
             config.model["in_channels" if config.model.name == "latte" else "out_channels"] = \
                 channels
+        if config.model.name == "make_a_video":  # the stage's inputs follow from its task
+            config.model.update(task_from_config(config).model_fields)
     return Experiment(
         config=config,
         tokenizer=tokenizer,

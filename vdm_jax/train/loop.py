@@ -18,6 +18,7 @@ from vdm_jax.data.sources import build_source
 from vdm_jax.train.checkpoint import Checkpointer
 from vdm_jax.train.experiment import build_experiment
 from vdm_jax.train.metrics import MetricsWriter
+from vdm_jax.train.restore import init_from_image_run
 from vdm_jax.train.samples import SampleHook
 from vdm_jax.train.sharded import make_placement
 from vdm_jax.train.step import make_train_step
@@ -70,6 +71,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
         checkpointer.check_compatible(json.loads(config.to_json()))
         state, step = checkpointer.restore(state, data_iterator)
         log.info("resumed from %s at step %d", checkpointer.directory, step)
+    elif config.train.get("init_from"):
+        state = init_from_image_run(state, experiment, config.train.init_from, placement)
+        log.info("initialised from the image run %s (inflated)", config.train.init_from)
     step_fn = make_train_step(
         experiment.model,
         experiment.optimizer(),
@@ -91,8 +95,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> Run:
               "tokenizer": experiment.tokenizer.to_dict()},
         to_device=placement.to_device if placement else device_batch,
     )
-    if is_main:
-        run.hooks.append(SampleHook(experiment, workdir, run.writer))
+    run.hooks.append(SampleHook(experiment, workdir, run.writer))  # writes on process 0 only
     return run
 
 

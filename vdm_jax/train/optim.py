@@ -1,7 +1,10 @@
-"""Optimizer from config: AdamW, linear warm-up then cosine decay, global-norm clipping."""
+"""Optimizer from config: AdamW, linear warm-up then cosine decay, global-norm clipping;
+optionally only the temporal layers train (``freeze_spatial``, Make-A-Video's fine-tuning)."""
 
 import ml_collections
 import optax
+
+from vdm_jax.models.param_paths import temporal_param_labels
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
@@ -19,8 +22,10 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with the schedule above, gradients clipped to ``cfg.grad_clip`` global norm."""
-    return optax.chain(
+    """AdamW with the schedule above, gradients clipped to ``cfg.grad_clip`` global norm. With
+    ``cfg.freeze_spatial`` only temporal parameters (``param_paths.is_temporal``) are updated;
+    the others get zero updates (and no optimizer state)."""
+    tx = optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip),
         optax.adamw(
             learning_rate=learning_rate_schedule(cfg),
@@ -29,3 +34,7 @@ def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformati
             weight_decay=cfg.weight_decay,
         ),
     )
+    if not cfg.get("freeze_spatial", False):
+        return tx
+    return optax.multi_transform({"temporal": tx, "frozen": optax.set_to_zero()},
+                                 temporal_param_labels)

@@ -3,13 +3,16 @@
 import logging
 from pathlib import Path
 
+import jax
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from vdm_jax.data import video_io
 from vdm_jax.data.sources import build_source, is_shapes_data
 from vdm_jax.eval.prompt_agreement import format_report, prompt_agreement
 from vdm_jax.pipelines.text_to_video import SamplerSettings, TextToVideo
 from vdm_jax.train.experiment import Experiment
+from vdm_jax.train.stage_samples import stage_samples
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +71,22 @@ def score_prompt_agreement(pipeline: TextToVideo, experiment: Experiment, *, num
     return prompt_agreement(np.concatenate(videos), prompts)
 
 
+def gather_to_host(params):
+    """Every process's copy of the whole of ``params`` as numpy arrays (all processes call it)."""
+    def replicated(x):
+        return NamedSharding(x.sharding.mesh, PartitionSpec()) if isinstance(
+            getattr(x, "sharding", None), NamedSharding) else None
+
+    shardings = jax.tree.map(replicated, params)
+    return jax.device_get(jax.jit(lambda tree: tree, out_shardings=shardings)(params))
+
+
 class SampleHook:
-    """Writes ``workdir/samples/<step>/`` from the EMA params and logs prompt agreement."""
+    """Writes ``workdir/samples/<step>/`` from the EMA params and logs prompt agreement.
+
+    Every process calls it; in a multi-host run all take part in gathering the EMA params and
+    process 0 alone samples from its copy and writes.
+    """
 
     def __init__(self, experiment: Experiment, workdir: Path, writer):
         self.experiment = experiment
@@ -78,12 +95,20 @@ class SampleHook:
         self.pipeline = None
 
     def __call__(self, step: int, state) -> None:
+        params = state.ema_params
+        if jax.process_count() > 1:
+            params = gather_to_host(params)
+            if jax.process_index() != 0:
+                return
         if self.pipeline is None:
-            self.pipeline = make_pipeline(self.experiment, state.ema_params)
-        self.pipeline.params = state.ema_params
+            self.pipeline = make_pipeline(self.experiment, params)
+        self.pipeline.params = params
         cfg = self.experiment.config
-        prompts = list(cfg.sample.prompts)
-        videos = sample_videos(self.pipeline, self.experiment, prompts, seed=cfg.sample.seed)
+        if cfg.model.name == "make_a_video":  # a cascade stage, with its task's conditioning
+            videos, prompts = stage_samples(self.experiment, params, seed=cfg.sample.seed)
+        else:
+            prompts = list(cfg.sample.prompts)
+            videos = sample_videos(self.pipeline, self.experiment, prompts, seed=cfg.sample.seed)
         write_videos(self.directory / str(step), videos, prompts, cfg.sample.fps)
         log.info("step %d: samples written to %s", step, self.directory / str(step))
         if is_shapes_data(cfg.data):

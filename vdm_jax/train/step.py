@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vdm_jax.diffusion import Schedule, diffusion_loss, drop_conditioning
+from vdm_jax.diffusion import Schedule, diffusion_loss
 from vdm_jax.train.state import TrainState, ema_decay_at, update_ema
+from vdm_jax.train.tasks import Task, drop_text_conditioning
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +23,9 @@ class StepSettings:
     cond_drop_rate: float
     ema_decay: float
     num_image_frames: int
+    time_warp: float = 1.0  # diffusion.losses.warp_time power on training times (1: none)
+    task: Task = Task()  # the conditioning built from each clip (tasks.py); default: none
+    prior_weight: float = 0.0  # weight of the image prior's loss (models with one)
 
 
 def append_image_frames(key: jax.Array, video: jax.Array, num_images: int):
@@ -63,7 +67,10 @@ def make_train_step(
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns ``train_step(state, batch) -> (state, metrics)``, pure and jittable.
 
-    batch: ``video (b, t, h, w, 3)`` in [-1, 1] and ``tokens (b, L)`` int32. The per-step key is
+    batch: ``video (b, t, h, w, 3)`` in [-1, 1] and ``tokens (b, L)`` int32. ``settings.task``
+    builds the stage's conditioning from the clips (``tasks.py``; none for plain generation) and
+    passes it as the model's ``cond``; a model with an image prior adds its loss, weighted by
+    ``settings.prior_weight``, to ``loss`` (and reports it as ``prior_loss``). The per-step key is
     ``fold_in(state.rng, state.step)``, so a resumed run draws the same randomness. A step with
     a non-finite loss or gradient norm leaves params, optimizer state and EMA untouched and is
     counted in ``state.nonfinite``.
@@ -71,26 +78,36 @@ def make_train_step(
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(state.rng, state.step)
-        k_images, k_drop, k_loss, k_dropout = jax.random.split(key, 4)
+        k_images, k_drop, k_loss, k_dropout, k_task = jax.random.split(key, 5)
         video, image_frames = append_image_frames(
             k_images, batch["video"], settings.num_image_frames
         )
-        tokens = drop_conditioning(k_drop, batch["tokens"], null_tokens, settings.cond_drop_rate)
+        real_cond = settings.task.conditioning(k_task, video, settings.schedule)
+        tokens, cond = drop_text_conditioning(k_drop, batch["tokens"], real_cond, null_tokens,
+                                              settings.cond_drop_rate)
+        inputs = {"cond": cond} if cond else {}  # models without stage inputs take none
 
         def loss_fn(params):
             def model_fn(z, t):
                 return model.apply(
                     {"params": params}, z, t, tokens, image_frames=image_frames, train=True,
-                    rngs={"dropout": k_dropout},
+                    rngs={"dropout": k_dropout}, **inputs,
                 )
 
             per_example, _ = diffusion_loss(
                 model_fn, video, k_loss, schedule=settings.schedule,
                 parameterization=settings.parameterization, weighting=settings.loss_weighting,
+                time_warp=settings.time_warp,
             )
-            return per_example.mean()
+            loss, aux = per_example.mean(), {}
+            if settings.prior_weight and "image_embed" in real_cond:
+                aux["prior_loss"] = model.apply(
+                    {"params": params}, batch["tokens"], real_cond["image_embed"],
+                    method="prior_loss").mean()
+                loss = loss + settings.prior_weight * aux["prior_loss"]
+            return loss, aux
 
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -105,7 +122,7 @@ def make_train_step(
             nonfinite=state.nonfinite + skipped,
             nonfinite_streak=(state.nonfinite_streak + skipped) * skipped,
         )
-        metrics = {"loss": loss, "grad_norm": grad_norm, "skipped": skipped}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "skipped": skipped, **aux}
         return new_state, metrics
 
     return train_step
