@@ -152,3 +152,15 @@ def test_frame_mask_excludes_padding_frames():
     np.testing.assert_allclose(a, [sq[0, :3].mean(), sq[1, :2].mean()], rtol=1e-5)
     c, _ = D.diffusion_loss(model(100.0), x0, key, schedule=SCH, parameterization="x0")
     assert np.all(np.asarray(c) > 100 * np.asarray(a))
+
+
+def test_time_warp_favours_high_noise():
+    from vdm_jax.diffusion.losses import warp_time
+
+    t = jnp.linspace(0.0, 1.0, 11)
+    np.testing.assert_array_equal(warp_time(t, 1.0), t)
+    warped = np.asarray(warp_time(t, 2.0))
+    np.testing.assert_allclose(warped, 1 - (1 - np.asarray(t)) ** 2, rtol=1e-6)
+    assert warped[0] == 0.0 and warped[-1] == 1.0 and np.all(warped >= np.asarray(t))
+    with pytest.raises(ValueError, match="positive time-warp power"):
+        warp_time(t, 0.0)

@@ -13,10 +13,11 @@ SMALL = dict(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels
              head_dim=8, num_groups=2)
 
 
-def _random_params(model, *args, seed=1):
+def _random_params(model, *args, seed=1, **kwargs):
     """Random values for every parameter (shapes from ``eval_shape``, so no init compile);
     random rather than the real init so zero-initialised outputs cannot hide frame mixing."""
-    shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), *args)))
+    shapes = nn.meta.unbox(jax.eval_shape(lambda: model.init(jax.random.key(0), *args,
+                                                              **kwargs)))
     leaves, tree = jax.tree.flatten(shapes)
     rng = np.random.default_rng(seed)  # numpy: no per-shape compile
     new = [jnp.asarray(0.2 * rng.standard_normal(v.shape), jnp.float32) for v in leaves]
@@ -195,3 +196,26 @@ def test_unet_takes_any_conv_variant(conv):
     # 3D convs mix neighbouring frames; a causal one never looks forward.
     assert d[2] > 1e-4
     assert (d[0] == 0.0) == (conv == "causal3d")
+
+
+@pytest.mark.parametrize("target", ["input", "output"])
+def test_layout_extras_start_as_no_ops_then_follow_caption_and_frame(target):
+    x = jnp.broadcast_to(_video((1, 1, 8, 8, 3)), (1, 3, 8, 8, 3))  # three identical frames
+    t, ctx = jnp.array([0.9]), _video((1, 3, 6), 2)
+    tokens = jnp.array([[1, 4, 5]], jnp.int32)
+    plain = UNet3D(**SMALL, attention="space")
+    extra = UNet3D(**SMALL, attention="space", pixel_positions=True, cond_layout=target,
+                   layout_vocab=10, film_out=True)
+    p_plain = nn.meta.unbox(plain.init(jax.random.key(0), x, t, ctx))
+    p_extra = nn.meta.unbox(extra.init(jax.random.key(0), x, t, ctx, tokens=tokens))
+    np.testing.assert_array_equal(extra.apply(p_extra, x, t, ctx, tokens=tokens),
+                                  plain.apply(p_plain, x, t, ctx))
+    # Trained (random) weights: the map separates identical frames by index and reads the
+    # caption's token ids themselves (one word changed, same text context).
+    p_rand = _random_params(extra, x, t, ctx, None, None, tokens=tokens)
+    y = np.asarray(extra.apply(p_rand, x, t, ctx, tokens=tokens))
+    assert np.abs(y[0, 0] - y[0, 2]).max() > 1e-3
+    other = np.asarray(extra.apply(p_rand, x, t, ctx, tokens=tokens.at[0, 2].set(6)))
+    assert np.abs(other - y).max() > 1e-3
+    with pytest.raises(ValueError, match="cond_layout must be one of"):
+        extra.clone(cond_layout="middle").init(jax.random.key(0), x, t, ctx, tokens=tokens)
