@@ -219,3 +219,17 @@ def test_layout_extras_start_as_no_ops_then_follow_caption_and_frame(target):
     assert np.abs(other - y).max() > 1e-3
     with pytest.raises(ValueError, match="cond_layout must be one of"):
         extra.clone(cond_layout="middle").init(jax.random.key(0), x, t, ctx, tokens=tokens)
+
+
+def test_remat_policy_keeps_values_and_gradients(temporal_unet):
+    model, params, _, (x, t, ctx) = temporal_unet
+
+    def grads(m):
+        loss = lambda p: jnp.sum(jnp.square(m.apply(p, x, t, ctx)))  # noqa: E731
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    (value, want), (got_value, got) = grads(model), grads(model.clone(remat="dots_saveable"))
+    np.testing.assert_allclose(got_value, value, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
+    with pytest.raises(ValueError, match="unknown remat policy True"):
+        model.clone(remat=True).init(jax.random.key(0), x, t, ctx)

@@ -43,6 +43,7 @@ from vdm_jax.nn.embeddings import (
 )
 from vdm_jax.nn.layout import LAYOUT_TARGETS, ConditionalLayout
 from vdm_jax.nn.norms import GroupNorm
+from vdm_jax.nn.remat import remat
 from vdm_jax.sharding import shard
 
 Dtype = jnp.dtype
@@ -199,7 +200,8 @@ class UNet3D(nn.Module):
       attention: an ``ATTENTION_VARIANTS`` name for the attention blocks (VDM: ``"divided"``).
       dropout: dropout rate inside residual blocks (active when ``train=True``).
       num_groups: GroupNorm groups (default ``min(32, ch // 4)`` per width).
-      remat: rematerialise each block in the backward pass (saves activation memory).
+      remat: rematerialisation policy of every residual and attention block, a key of
+        ``vdm_jax.nn.remat.REMAT_POLICIES`` (``none``, ``dots_saveable``, ``full``, ...).
       frame_positions: add an absolute frame-index embedding to the time embedding, so residual
         blocks are modulated per frame (not in VDM, which has only relative temporal positions).
       pooled_text: add the pooled text context to the time embedding (Imagen), so residual
@@ -231,7 +233,7 @@ class UNet3D(nn.Module):
     attention: str = "divided"
     dropout: float = 0.0
     num_groups: int | None = None
-    remat: bool = False
+    remat: str = "none"
     frame_positions: bool = False
     pooled_text: bool = False
     pixel_positions: bool = False
@@ -241,8 +243,8 @@ class UNet3D(nn.Module):
     dtype: Dtype = jnp.float32
 
     def _blocks(self, train: bool):
-        res_cls = nn.remat(ResBlock) if self.remat else ResBlock
-        attn_cls = nn.remat(AttentionBlock) if self.remat else AttentionBlock
+        res_cls = remat(ResBlock, self.remat)
+        attn_cls = remat(AttentionBlock, self.remat)
 
         def res(features, name):
             return res_cls(features, self.num_groups, self.conv, self.dropout,

@@ -63,7 +63,7 @@ def _dtype(name) -> jnp.dtype:
 def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
     """Builds the model named by ``model_cfg.name`` (see :func:`model_config` for fields).
 
-    Optional fields: ``num_groups`` (None), ``remat`` (False), ``frame_positions`` (False),
+    Optional fields: ``num_groups`` (None), ``remat`` ("none"), ``frame_positions`` (False),
     ``pooled_text`` (False), ``pixel_positions`` (False), ``cond_layout`` ("none"),
     ``layout_tokens`` (False), ``film_out`` (False),
     ``dtype`` ("float32").
@@ -89,7 +89,7 @@ def build_model(model_cfg: ml_collections.ConfigDict) -> nn.Module:
         attention=model_cfg.get("attention", "divided"),
         dropout=model_cfg.dropout,
         num_groups=model_cfg.get("num_groups", None),
-        remat=model_cfg.get("remat", False),
+        remat=model_cfg.get("remat", "none"),
         frame_positions=model_cfg.get("frame_positions", False),
         pooled_text=model_cfg.get("pooled_text", False),
         pixel_positions=model_cfg.get("pixel_positions", False),
@@ -123,6 +123,6 @@ def model_config(variant: str = "tiny") -> ml_collections.ConfigDict:
         raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
     cfg = ml_collections.ConfigDict(dict(name="unet3d", **VARIANTS[variant]))
     cfg.num_groups = ml_collections.config_dict.placeholder(int)
-    cfg.remat = False
+    cfg.remat = "none"
     cfg.dtype = "float32"
     return cfg
