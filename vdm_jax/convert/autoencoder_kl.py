@@ -14,7 +14,7 @@ import numpy as np
 
 from vdm_jax.models.autoencoder_kl import AutoencoderKL, example_inputs
 
-from .weights import assemble, check_vae_config, expected_shapes
+from .weights import assemble, check_vae_config, expected_shapes, substituted_path
 
 _BLOCK_TYPES = {"down_block_types": "DownEncoderBlock2D", "up_block_types": "UpDecoderBlock2D"}
 # diffusers module path pieces -> ours (applied in order, on the dotted key).
@@ -50,12 +50,10 @@ def model_from_config(config: dict) -> AutoencoderKL:
 
 def _rename(key: str) -> tuple[str, str] | None:
     """diffusers key -> (our path, kind) or None for a key we do not know."""
-    stem, _, suffix = key.rpartition(".")
-    if suffix not in ("weight", "bias"):
+    found = substituted_path(key, _SUBSTITUTIONS)
+    if found is None:
         return None
-    for pattern, repl in _SUBSTITUTIONS:
-        stem = pattern.sub(repl, stem)
-    path = stem.replace(".", "/")
+    path, suffix = found
     leaf = path.rpartition("/")[2]
     if suffix == "bias":
         return f"{path}/bias", "param"

@@ -14,7 +14,7 @@ import numpy as np
 
 from vdm_jax.models.causal_vae import CausalVAE, example_inputs
 
-from .weights import assemble, check_vae_config, expected_shapes
+from .weights import assemble, check_vae_config, expected_shapes, substituted_path
 
 _BLOCK_TYPES = {"down_block_types": "CogVideoXDownBlock3D",
                 "up_block_types": "CogVideoXUpBlock3D"}
@@ -50,12 +50,10 @@ def model_from_config(config: dict) -> CausalVAE:
 
 def _rename(key: str, ndim: int) -> tuple[str, str] | None:
     """diffusers key (and its weight's rank) -> (our path, kind), or None for an unknown key."""
-    stem, _, suffix = key.rpartition(".")
-    if suffix not in ("weight", "bias") or not stem.startswith(("encoder.", "decoder.")):
+    found = substituted_path(key, _SUBSTITUTIONS)
+    if found is None or not key.startswith(("encoder.", "decoder.")):
         return None
-    for pattern, repl in _SUBSTITUTIONS:
-        stem = pattern.sub(repl, stem)
-    path = stem.replace(".", "/")
+    path, suffix = found
     if suffix == "bias":
         return f"{path}/bias", "param"
     kinds = {1: ("scale", "param"), 4: ("kernel", "conv"), 5: ("kernel", "conv3d")}

@@ -19,7 +19,7 @@ from vdm_jax.models.unet3d_condition import (
     example_inputs,
 )
 
-from .weights import assemble, expected_shapes
+from .weights import assemble, expected_shapes, substituted_path
 
 # diffusers module path pieces -> ours (applied in order, on the dotted key).
 _SUBSTITUTIONS = [
@@ -76,12 +76,10 @@ def model_from_config(config: dict) -> UNet3DCondition:
 
 def _rename(key: str) -> tuple[str, str] | None:
     """diffusers key -> (our path, kind) or None for a key we do not know."""
-    stem, _, suffix = key.rpartition(".")
-    if suffix not in ("weight", "bias"):
+    found = substituted_path(key, _SUBSTITUTIONS)
+    if found is None:
         return None
-    for pattern, repl in _SUBSTITUTIONS:
-        stem = pattern.sub(repl, stem)
-    path = stem.replace(".", "/")
+    path, suffix = found
     leaf = path.rpartition("/")[2]
     if suffix == "bias":
         return f"{path}/bias", "param"

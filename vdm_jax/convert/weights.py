@@ -87,6 +87,18 @@ def read_weights(path: str | Path, variant: str | None = None) -> dict[str, np.n
     return weights
 
 
+def substituted_path(key: str, substitutions) -> tuple[str, str] | None:
+    """A diffusers ``module.path.weight|bias`` key as ``(our/module/path, "weight"|"bias")``
+    after the ``(pattern, replacement)`` rewrites (applied in order to the dotted module path);
+    None for a key that is neither a weight nor a bias."""
+    stem, _, suffix = key.rpartition(".")
+    if suffix not in ("weight", "bias"):
+        return None
+    for pattern, repl in substitutions:
+        stem = pattern.sub(repl, stem)
+    return stem.replace(".", "/"), suffix
+
+
 def _split_point(shape: tuple[int, ...], n_in: int, n_out: int) -> bool:
     return any(math.prod(shape[:k]) == n_in and math.prod(shape[k:]) == n_out
                for k in range(len(shape) + 1))
