@@ -100,39 +100,27 @@ def test_cli_round_trip(saved, tmp_path, capsys):
     main(["--src", str(saved), "--dst", str(dst), "--overwrite"])
 
 
-def _edited_copy(saved, tmp_path, edit_weights=None, edit_config=None):
-    config = json.loads((saved / "config.json").read_text())
-    weights = dict(safetensors.numpy.load_file(saved / WEIGHTS))
-    if edit_config:
-        edit_config(config)
-    if edit_weights:
-        edit_weights(weights)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    safetensors.numpy.save_file(weights, tmp_path / WEIGHTS)
-    return tmp_path
-
-
-def test_unknown_class_lists_the_supported_ones(saved, tmp_path):
-    path = _edited_copy(saved, tmp_path, edit_config=lambda c: c.update(_class_name="Foo"))
+def test_unknown_class_lists_the_supported_ones(saved, edited_copy):
+    path = edited_copy(saved, edit_config=lambda c: c.update(_class_name="Foo"))
     with pytest.raises(ValueError, match=r"'Foo'.*LatteTransformer3DModel"):
         load_diffusers(path)
 
 
-def test_shape_mismatch_names_the_weight(saved, tmp_path):
+def test_shape_mismatch_names_the_weight(saved, edited_copy):
     key = "transformer_blocks.1.attn1.to_k.weight"
-    path = _edited_copy(saved, tmp_path,
-                        edit_weights=lambda w: w.update({key: np.zeros((16, 12), np.float32)}))
+    path = edited_copy(saved,
+                       edit_weights=lambda w: w.update({key: np.zeros((16, 12), np.float32)}))
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         load_diffusers(path)
 
 
-def test_missing_and_unknown_weights_are_errors(saved, tmp_path):
-    path = _edited_copy(saved, tmp_path,
-                        edit_weights=lambda w: w.pop("temporal_transformer_blocks.0.ff.net.2.bias"))
+def test_missing_and_unknown_weights_are_errors(saved, edited_copy):
+    path = edited_copy(saved,
+                       edit_weights=lambda w: w.pop("temporal_transformer_blocks.0.ff.net.2.bias"))
     with pytest.raises(ValueError, match=r"blocks/temporal/ff/proj_out/bias.*\[0\]"):
         load_diffusers(path)
     extra = {"transformer_blocks.0.attn1.norm_q.weight": np.ones((8,), np.float32)}
-    path = _edited_copy(saved, tmp_path, edit_weights=lambda w: w.update(extra))
+    path = edited_copy(saved, edit_weights=lambda w: w.update(extra))
     with pytest.raises(ValueError, match="unrecognised.*norm_q"):
         load_diffusers(path)
 

@@ -4,7 +4,6 @@ counts and latent sizes, the saved and reloaded converted model, the parameter c
 released model, and the converter's errors."""
 
 import functools
-import json
 
 import pytest
 
@@ -14,7 +13,6 @@ diffusers = pytest.importorskip("diffusers")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import safetensors.numpy  # noqa: E402
 
 from vdm_jax.convert import load_converted, load_diffusers, save_converted  # noqa: E402
 from vdm_jax.models import unet3d_condition  # noqa: E402
@@ -125,18 +123,6 @@ def test_modelscope_parameter_count():
     assert unet3d_condition.count_params(model) == want == 1_411_233_860
 
 
-def _edited_copy(saved, tmp_path, edit_weights=None, edit_config=None):
-    config = json.loads((saved / "config.json").read_text())
-    weights = dict(safetensors.numpy.load_file(saved / WEIGHTS))
-    if edit_config:
-        edit_config(config)
-    if edit_weights:
-        edit_weights(weights)
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    safetensors.numpy.save_file(weights, tmp_path / WEIGHTS)
-    return tmp_path
-
-
 @pytest.mark.parametrize("edit, match", [
     (dict(act_fn="gelu"), "act_fn='gelu'"),
     (dict(num_attention_heads=4), "num_attention_heads=4"),
@@ -147,22 +133,22 @@ def _edited_copy(saved, tmp_path, edit_weights=None, edit_config=None):
      "DownBlockSpatioTemporal.*not supported"),
     (dict(norm_num_groups=12), "norm_num_groups=12 does not divide"),
 ])
-def test_unsupported_configs_are_errors(saved, tmp_path, edit, match):
-    path = _edited_copy(saved[0], tmp_path, edit_config=lambda c: c.update(edit))
+def test_unsupported_configs_are_errors(saved, edited_copy, edit, match):
+    path = edited_copy(saved[0], edit_config=lambda c: c.update(edit))
     with pytest.raises(ValueError, match=match):
         load_diffusers(path)
 
 
-def test_missing_unknown_and_misshapen_weights_are_errors(saved, tmp_path):
+def test_missing_unknown_and_misshapen_weights_are_errors(saved, edited_copy):
     key = "mid_block.temp_convs.1.conv4.3.weight"
-    path = _edited_copy(saved[0], tmp_path, edit_weights=lambda w: w.pop(key))
+    path = edited_copy(saved[0], edit_weights=lambda w: w.pop(key))
     with pytest.raises(ValueError, match="mid_block/temporal_convs_1/conv4/kernel"):
         load_diffusers(path)
     extra = {"down_blocks.0.attentions.0.pos_embed.weight": np.ones((8,), np.float32)}
-    path = _edited_copy(saved[0], tmp_path, edit_weights=lambda w: w.update(extra))
+    path = edited_copy(saved[0], edit_weights=lambda w: w.update(extra))
     with pytest.raises(ValueError, match="unrecognised.*pos_embed"):
         load_diffusers(path)
     bad = {key: np.zeros((64, 64, 3, 3), np.float32)}
-    path = _edited_copy(saved[0], tmp_path, edit_weights=lambda w: w.update(bad))
+    path = edited_copy(saved[0], edit_weights=lambda w: w.update(bad))
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         load_diffusers(path)
