@@ -21,7 +21,6 @@ TINY = dict(block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
             attention_head_dim=8, cross_attention_dim=32, sample_size=8,
             down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
             up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"))
-WEIGHTS = "diffusion_pytorch_model.safetensors"
 STEPS = np.array([3, 870])
 
 
