@@ -8,6 +8,11 @@ fields under its own name. Variants: ``tiny`` (CPU: 9x32x32 clips), ``small`` (1
 
 The four models share widths so the ablation compares designs at similar size: 4x spatial
 compression everywhere, 4x temporal for the two 3D designs (9 frames -> 3 latent frames).
+
+``--config.train.init_from=DIR`` starts a fresh run from the autoencoder run in ``DIR`` (e.g. an
+``image_vae`` run for ``magicvideo`` or ``video_vae``): its weights go into the matching
+non-temporal parameters, the temporal layers keep their init. ``--config.train.freeze_spatial``
+then trains only the temporal layers (MagicVideo's fine-tuning).
 """
 
 import ml_collections
@@ -67,6 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
         checkpoint_every=500,
         sample_every=0,  # held-out evaluation; 0: only at the end
         max_nonfinite_streak=20,
+        init_from="",  # workdir of a trained autoencoder run to start from ("": scratch)
+        freeze_spatial=False,  # True: only temporal parameters train
     )
     c.eval = dict(num_samples=32, batch_size=8)
     return c

@@ -2,7 +2,8 @@
 PatchGAN from a start step, image-video joint batches, held-out PSNR / SSIM / flicker.
 
 Runs through the same loop, checkpoints, resume and metrics as the diffusion models
-(``vdm_jax.train.loop.fit``); ``load_autoencoder(workdir)`` rebuilds a trained one.
+(``vdm_jax.train.loop.fit``); ``load_autoencoder(workdir)`` rebuilds a trained one, and
+``train.init_from`` starts a video autoencoder from a trained image one (MagicVideo, VideoVAE).
 """
 
 import dataclasses
@@ -31,8 +32,9 @@ from vdm_jax.models.discriminator import (
     generator_adversarial_loss,
     hinge_discriminator_loss,
 )
+from vdm_jax.models.param_paths import inflate_image_params
 from vdm_jax.train import loop
-from vdm_jax.train.checkpoint import Checkpointer
+from vdm_jax.train.checkpoint import Checkpointer, IncompatibleCheckpointError
 from vdm_jax.train.experiment import clip_shape
 from vdm_jax.train.metrics import MetricsWriter
 from vdm_jax.train.optim import make_optimizer
@@ -227,8 +229,42 @@ class EvalHook:
                                                         metrics.items()))
 
 
+START_DEFAULTS = {"init_from": "", "freeze_spatial": False}  # how a run starts
+
+
+def check_same_start(checkpointer: Checkpointer, config: ml_collections.ConfigDict) -> None:
+    """Raises unless the checkpoint's run had this config's ``train.init_from`` and
+    ``train.freeze_spatial`` (missing in older runs: the defaults). A resume never re-reads
+    ``init_from``, so a different one would be silently ignored."""
+    saved = checkpointer.read_meta()["config"].get("train", {})
+    diffs = [f"train.{k}: {saved.get(k, d)!r} -> {config.train.get(k, d)!r}"
+             for k, d in START_DEFAULTS.items() if saved.get(k, d) != config.train.get(k, d)]
+    if diffs:
+        raise IncompatibleCheckpointError(
+            f"{checkpointer.directory} holds a run started differently; it cannot resume with "
+            "this config (checkpoint -> config):\n  " + "\n  ".join(diffs)
+            + "\nUse a new --workdir, or the train.init_from / freeze_spatial it was started with.")
+
+
+def init_from_autoencoder_run(exp: VaeExperiment, state: VaeState,
+                              workdir: str | Path) -> VaeState:
+    """``state`` with the autoencoder run in ``workdir``'s weights put into its parameters by
+    path (``param_paths.inflate_image_params``: temporal parts keep their init, weights this
+    model lacks are ignored) and a fresh optimizer state."""
+    _, image_params, _ = load_autoencoder(workdir)
+    try:
+        params = inflate_image_params({"params": image_params},
+                                      {"params": state.params})["params"]
+    except ValueError as err:
+        raise ValueError(f"train.init_from={str(workdir)!r}: its weights do not fit "
+                         f"model.name={exp.config.model.name!r}: {err}") from None
+    log.info("initialised from the autoencoder run %s (temporal layers at init)", workdir)
+    return state.replace(params=params, opt_state=exp.optimizer().init(params))
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> loop.Run:
-    """Builds the run and resumes from ``workdir`` when it holds a checkpoint."""
+    """Builds the run and resumes from ``workdir`` when it holds a checkpoint; a fresh run starts
+    from ``config.train.init_from``'s weights when that names an autoencoder run."""
     workdir = Path(workdir)
     exp = build_vae_experiment(config)
     source = build_source(config.data, split="train")
@@ -239,8 +275,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str | Path) -> loop.Run:
     state = exp.init_state()
     if checkpointer.latest_step() is not None:
         checkpointer.check_compatible(json.loads(config.to_json()), sections=("model", "loss"))
+        check_same_start(checkpointer, config)
         state, step = checkpointer.restore(state, data_iterator)
         log.info("resumed from %s at step %d", checkpointer.directory, step)
+    elif config.train.get("init_from"):
+        state = init_from_autoencoder_run(exp, state, config.train.init_from)
     is_main = jax.process_index() == 0
     writer = MetricsWriter(workdir, enabled=is_main)
     return loop.Run(
