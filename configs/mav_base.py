@@ -13,7 +13,7 @@ prior P (caption -> embedding, an MLP over the caption encoder's output trained 
 beside it; at sampling it supplies the embedding, and any other ``(b, 12)`` embedding fits.
 
 ``video``: the spatiotemporal decoder D_t: 4 keyframes of 16x16 (the shapes clips spread their
-motion over the clip whatever its length, so these are the keyframes 0, 4, 8, 12 of the 13-frame
+motion over the clip whatever its length, so these are the keyframes 0, 5, 10, 15 of the 16-frame
 clips the interpolation network F fills in). (2+1)D convs and divided attention, the image run's
 weights inflated into them (``train.init_from``), only the temporal layers trained
 (``train.freeze_spatial``); the image embedding is the first frame's.

@@ -12,7 +12,7 @@ The low-resolution input is the clip shrunk to 16x16, noised to a level drawn fr
 token). Sampling noises the input to ``sample.aug_level`` (0.1) and tells the model so.
 
 ``image``: single 32x32 frames, spatial layers only. ``video``: 8-frame clips (the model takes
-any frame count; 8 rather than F's 13 keeps a CPU step cheap), the image run inflated, only the
+any frame count; 8 rather than F's 16 keeps a CPU step cheap), the image run inflated, only the
 temporal layers trained. ``image_test`` / ``video_test``: seconds, for the tests.
 """
 

@@ -7,6 +7,10 @@
 Writes ``out.mp4`` (samples side by side), ``out.gif`` and ``out.png`` (a frame grid). With
 ``--extend clip.mp4`` the given frames start every sample and the rest continues them
 (reconstruction guidance, VDM §3.1).
+
+A Make-A-Video D_t run (``configs/mav_base.py``) samples keyframes, its prior supplying the image
+embedding; the other Make-A-Video stages take a previous stage's video, so they sample through
+``experiments.sample_cascade``.
 """
 
 import logging
@@ -41,6 +45,28 @@ def _clip_to_extend(path: str, resolution: tuple[int, int]) -> np.ndarray:
     return video_io.to_float(clip)
 
 
+def _keyframes(experiment, params, settings, shape: tuple[int, int, int]) -> np.ndarray:
+    """A Make-A-Video D_t run's videos (its prior supplies the image embedding). The other
+    stages start from a previous stage's output, which only the cascade script has."""
+    import jax
+
+    from vdm_jax.pipelines.make_a_video import stage_sampler
+    from vdm_jax.train.tasks import task_from_config
+
+    task = task_from_config(experiment.config).name
+    if task != "generate":
+        raise SystemExit(f"this run is a Make-A-Video {task!r} stage, which takes a previous "
+                         "stage's video; sample it in the cascade: python -m "
+                         "experiments.sample_cascade --workdirs base=...,interp=...,...")
+    if _EXTEND.value:
+        raise SystemExit("--extend is not supported for Make-A-Video stages")
+    sampler = stage_sampler(experiment, params)
+    sampler.settings = settings
+    tokens = experiment.tokenizer.encode_batch([_PROMPT.value] * _NUM.value)
+    videos = sampler.generate(tokens, (_NUM.value, *shape, 3), jax.random.PRNGKey(_SEED.value))
+    return np.asarray(videos)
+
+
 def main(argv):
     del argv
     init_runtime()
@@ -59,10 +85,13 @@ def main(argv):
         num_frames = max(t, extend.shape[0] + t // 2)
     settings = SamplerSettings(_SAMPLER.value, _STEPS.value, _ETA.value, _GUIDANCE.value,
                                _WEIGHT.value)
-    pipeline = make_pipeline(experiment, state.ema_params)
-    samples = pipeline([_PROMPT.value] * _NUM.value, num_frames=num_frames, resolution=(h, w),
-                       settings=settings, seed=_SEED.value, extend=extend)
-    videos = np.asarray(experiment.to_pixels(samples))
+    if experiment.config.model.name == "make_a_video":
+        videos = _keyframes(experiment, state.ema_params, settings, (num_frames, h, w))
+    else:
+        pipeline = make_pipeline(experiment, state.ema_params)
+        samples = pipeline([_PROMPT.value] * _NUM.value, num_frames=num_frames,
+                           resolution=(h, w), settings=settings, seed=_SEED.value, extend=extend)
+        videos = np.asarray(experiment.to_pixels(samples))
     out = Path(_OUT.value)
     out.parent.mkdir(parents=True, exist_ok=True)
     tiled = np.concatenate(list(video_io.to_uint8(videos)), axis=2)  # side by side

@@ -155,9 +155,9 @@ def test_generation_conditions_on_the_first_frame_embedding_and_drops_it_with_th
 
 def test_keyframes_spread_and_shared_noise():
     keyframes = _video(t=4)
-    video, mask = spread_keyframes(keyframes, 4)
-    assert video.shape == (2, 13, 8, 8, 3)
-    np.testing.assert_array_equal(video[:, ::4], keyframes)
+    video, mask = spread_keyframes(keyframes, 5)  # mav_interp:tiny's 4 keyframes -> 16 frames
+    assert video.shape == (2, 16, 8, 8, 3)
+    np.testing.assert_array_equal(video[:, ::5], keyframes)
     assert np.asarray(mask).sum() == 2 * 4
     shared = initial_noise(jax.random.key(0), (2, 5, 4, 4, 3), share_frames=True)
     assert all(np.array_equal(shared[:, 0], shared[:, i]) for i in range(5))
