@@ -15,6 +15,7 @@ from vdm_jax.models.causal_vae import (
     frame_batches,
     run_tiled,
 )
+from vdm_jax.models.causal_vae_blocks import latent_frames, modulate_nearest
 
 # Three levels (4x time, 4x space): the cheapest config with both time halvings.
 CONFIG = dict(block_out_channels=(8, 16, 16), latent_channels=4, layers_per_block=1,
@@ -145,3 +146,23 @@ def test_chunked_decode_memory_does_not_grow_with_frames(vae):
     short, long = temp_bytes(13, True), temp_bytes(21, True)
     assert long < 1.25 * short
     assert temp_bytes(21, False) > 3 * long
+
+
+@pytest.mark.parametrize("frames", [1, 4, 9])
+def test_spatial_norm_modulation_is_a_nearest_resize_of_the_latent(frames):
+    """SpatialNorm3D's ``f * up(scale) + up(shift)``, written without materialising ``up``,
+    equals an explicit nearest resize by the reference's rule (frame 0 alone for odd counts)."""
+    latents = 1 if frames == 1 else 3 if frames % 2 else 2
+    f, scale, shift = (jax.random.normal(jax.random.key(i), s) for i, s in
+                       enumerate([(2, frames, 8, 12, 4), (2, latents, 2, 3, 4),
+                                  (2, latents, 2, 3, 4)]))
+    if frames % 2:
+        index = [0] + [1 + (i - 1) * (latents - 1) // (frames - 1) for i in range(1, frames)]
+    else:
+        index = [i * latents // frames for i in range(frames)]
+
+    def up(m):
+        return jnp.repeat(jnp.repeat(m[:, np.asarray(index)], 4, axis=2), 4, axis=3)
+
+    got = modulate_nearest(f, latent_frames(scale, frames), latent_frames(shift, frames))
+    np.testing.assert_allclose(got, f * up(scale) + up(shift), rtol=1e-6, atol=1e-6)

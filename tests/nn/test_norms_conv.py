@@ -70,6 +70,18 @@ def test_groupnorm_fused_film_and_errors():
         norm.apply(params, x[0])
 
 
+def test_groupnorm_segments_normalise_each_run_of_frames_alone():
+    x = _rand((2, 6, 3, 4, 8)) * 2 + 1
+    norm = GroupNorm(4)
+    params = _randomise(norm.init(jax.random.key(0), x))
+    got = norm.apply(params, x, segments=(1, 3, 2))
+    parts = [norm.apply(params, x[:, a:b]) for a, b in [(0, 1), (1, 4), (4, 6)]]
+    np.testing.assert_allclose(got, jnp.concatenate(parts, axis=1), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(norm.apply(params, x, segments=(6,)), norm.apply(params, x))
+    with pytest.raises(ValueError, match="do not split 6 frames"):
+        norm.apply(params, x, segments=(2, 3))
+
+
 def _lax_conv3d(x, kernel, strides=(1, 1, 1)):
     pads = [((k - 1) // 2, k // 2) for k in kernel.shape[:3]]
     return jax.lax.conv_general_dilated(

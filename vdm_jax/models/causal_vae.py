@@ -37,7 +37,7 @@ import jax.numpy as jnp
 from einops import rearrange
 
 from vdm_jax.models import counting
-from vdm_jax.models.causal_vae_blocks import SPATIAL_NORM_EPS, ResnetStack, SpatialNorm3D, segmented
+from vdm_jax.models.causal_vae_blocks import SPATIAL_NORM_EPS, ResnetStack, SpatialNorm3D
 from vdm_jax.models.posterior import DiagonalGaussian
 from vdm_jax.models.sizes import nearest_valid
 from vdm_jax.nn.conv import CausalConv3d
@@ -87,7 +87,7 @@ class Encoder3D(nn.Module):
                           name="mid_block")
         h, new["mid_block"], _ = mid(h, cache.get("mid_block"), segments)
         norm = GroupNorm(self.num_groups, SPATIAL_NORM_EPS, dtype=self.dtype, name="norm_out")
-        h = nn.silu(segmented(norm, h, segments))
+        h = nn.silu(norm(h, segments=segments))
         conv_out = CausalConv3d(2 * self.latent_channels, dtype=self.dtype, name="conv_out")
         h, new["conv_out"] = conv_out(h, cache.get("conv_out"))
         return h, new

@@ -45,16 +45,6 @@ def up_segments(segments: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(1 if n == 1 else 2 * n - n % 2 for n in segments)
 
 
-def segmented(norm: nn.Module, x: jax.Array, segments: Segments) -> jax.Array:
-    """``norm`` applied to each frame batch of ``x`` ``(b, t, h, w, c)`` (all of it: ``None``)."""
-    if segments is None or len(segments) == 1:
-        return norm(x)
-    if sum(segments) != x.shape[1]:
-        raise ValueError(f"frame batches {segments} do not add up to {x.shape[1]} frames")
-    parts = jnp.split(x, np.cumsum(segments)[:-1], axis=1)
-    return jnp.concatenate([norm(p) for p in parts], axis=1)
-
-
 def time_downsample(x: jax.Array) -> jax.Array:
     """Averages frame pairs; an odd count keeps frame 0 alone: ``t -> ceil(t / 2)``."""
     first, rest = (x[:, :1], x[:, 1:]) if x.shape[1] % 2 else (x[:, :0], x)
@@ -73,17 +63,26 @@ def upsample_nearest(x: jax.Array, compress_time: bool) -> jax.Array:
     return jnp.concatenate([first, jnp.repeat(rest, 2, axis=1)], axis=1)
 
 
-def expand_latent(zq: jax.Array, shape: tuple[int, int, int]) -> jax.Array:
-    """Nearest resize of ``zq`` ``(b, tz, hz, wz, c)`` to ``(t, h, w)`` = integer multiples.
-
-    Like the reference, an odd ``t > 1`` maps frame 0 to frame 0 and resizes the rest alone.
-    """
-    t, h, w = shape
-    zq = repeat(zq, "b t h w c -> b t (h i) (w j) c", i=h // zq.shape[2], j=w // zq.shape[3])
+def latent_frames(zq: jax.Array, t: int) -> jax.Array:
+    """Nearest resize of ``zq`` ``(b, tz, ...)`` to ``t`` frames, an integer multiple (the
+    reference's rule: an odd ``t > 1`` maps frame 0 to frame 0 and resizes the rest alone)."""
+    tz = zq.shape[1]
     if t > 1 and t % 2:
-        rest = jnp.repeat(zq[:, 1:], (t - 1) // (zq.shape[1] - 1), axis=1)
-        return jnp.concatenate([zq[:, :1], rest], axis=1)
-    return jnp.repeat(zq, t // zq.shape[1], axis=1)
+        index = np.concatenate([[0], 1 + np.arange(t - 1) // ((t - 1) // (tz - 1))])
+    else:
+        index = np.arange(t) // (t // tz)
+    return zq[:, index]
+
+
+def modulate_nearest(f: jax.Array, scale: jax.Array, shift: jax.Array) -> jax.Array:
+    """``f * up(scale) + up(shift)`` for ``f`` ``(b, t, h, w, c)`` and ``scale``, ``shift``
+    ``(b, t, hz, wz, c)``, ``up`` the nearest resize to ``(h, w)`` (integer multiples). Written
+    as a broadcast over ``f``'s pixel blocks so the resized maps are never materialised."""
+    b, t, h, w, c = f.shape
+    hz, wz = scale.shape[2:4]
+    blocks = f.reshape(b, t, hz, h // hz, wz, w // wz, c)
+    scale, shift = (m[:, :, :, None, :, None, :].astype(f.dtype) for m in (scale, shift))
+    return (blocks * scale + shift).reshape(f.shape)
 
 
 def pointwise_conv(features: int, dtype: Dtype | None, name: str) -> CausalVideoConv:
@@ -107,8 +106,9 @@ class SpatialNorm3D(nn.Module):
         scale = pointwise_conv(self.features, self.dtype, "conv_y")(zq)
         shift = pointwise_conv(self.features, self.dtype, "conv_b")(zq)
         norm = GroupNorm(self.num_groups, SPATIAL_NORM_EPS, dtype=self.dtype, name="norm_layer")
-        f = segmented(norm, f, segments)
-        return f * expand_latent(scale, f.shape[1:4]) + expand_latent(shift, f.shape[1:4])
+        f = norm(f, segments=segments)
+        t = f.shape[1]
+        return modulate_nearest(f, latent_frames(scale, t), latent_frames(shift, t))
 
 
 class ResnetBlock3D(nn.Module):
@@ -126,7 +126,7 @@ class ResnetBlock3D(nn.Module):
             return SpatialNorm3D(x.shape[-1], self.num_groups, self.dtype, name=name)(
                 x, zq, segments)
         norm = GroupNorm(self.num_groups, self.epsilon, dtype=self.dtype, name=name)
-        return segmented(norm, x, segments)
+        return norm(x, segments=segments)
 
     @nn.compact
     def __call__(self, x, cache=None, segments: Segments = None, zq=None):

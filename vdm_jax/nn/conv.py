@@ -6,6 +6,7 @@ All are exact re-expressions of the corresponding ``lax.conv_general_dilated`` 3
 (``CausalConv3d``: on the front-padded input). ``video_conv`` picks one by name for ablations.
 """
 
+import functools
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -60,6 +61,25 @@ def stack_time_taps(
     xp = jnp.pad(x, ((0, 0), (before, after), (0, 0), (0, 0), (0, 0)))
     taps = [xp[:, k : k + stride * (t_out - 1) + 1 : stride] for k in range(kt)]
     return jnp.concatenate(taps, axis=-1) if kt > 1 else taps[0]
+
+
+def conv_over_time_taps(
+    x: jax.Array, kernel: jax.Array, time_stride: int = 1, spatial_strides=(1, 1)
+) -> jax.Array:
+    """Valid-in-time 3D conv of an already time-padded ``x`` ``(b, t, h, w, ci)`` with
+    ``kernel`` ``(kt, kh, kw, ci, co)``: the sum over taps of per-frame 2D convs of the shifted
+    views. XLA's CPU convolutions run three ``ci``-channel convs faster than one over the
+    ``kt * ci`` stacked channels, and no stacked copy of the input is made.
+    ``t_out = (t - kt) // time_stride + 1``.
+    """
+    kt = kernel.shape[0]
+    t_out = (x.shape[1] - kt) // time_stride + 1
+    if t_out < 1:
+        raise ValueError(f"{x.shape[1]} frames are fewer than the {kt} taps")
+    span = time_stride * (t_out - 1) + 1
+    taps = [conv2d_frames(x[:, k : k + span : time_stride], kernel[k], spatial_strides)
+            for k in range(kt)]
+    return functools.reduce(jnp.add, taps)
 
 
 def identity_temporal_init(key, shape, dtype=jnp.float32):
@@ -142,9 +162,9 @@ class TemporalConv(_ConvParams):
 class Conv3d(_ConvParams):
     """Full kt x kh x kw convolution, "same" zero padding, exact vs ``lax`` 3D conv.
 
-    Computed as the sum over temporal taps of 2D convs: the ``kt`` time-shifted copies are
-    stacked on channels and one 2D conv over merged ``(b t)`` contracts taps and channels at once.
-    Kernel ``(kt, kh, kw, c_in, c_out)`` (the DHWIO layout of a 3D conv).
+    Computed as the sum over temporal taps of 2D convs over merged ``(b t)``
+    (:func:`conv_over_time_taps`). Kernel ``(kt, kh, kw, c_in, c_out)`` (the DHWIO layout of a
+    3D conv).
     """
 
     kernel_size: tuple[int, int, int] = (3, 3, 3)
@@ -158,8 +178,8 @@ class Conv3d(_ConvParams):
             (kt, kh, kw, x.shape[-1], self.features), (None, None, None, "conv_in", "conv_out")
         )
         x = x.astype(self.dtype or x.dtype)
-        w = rearrange(kernel, "k h w ci co -> h w (k ci) co")
-        y = conv2d_frames(stack_time_taps(x, kt, self.strides[0]), w, self.strides[1:])
+        xp = jnp.pad(x, ((0, 0), same_padding(kt), (0, 0), (0, 0), (0, 0)))
+        y = conv_over_time_taps(xp, kernel.astype(x.dtype), self.strides[0], self.strides[1:])
         return self.add_bias(y, bias)
 
 
@@ -228,8 +248,7 @@ class CausalConv3d(_ConvParams):
                 )
             front = cache.astype(x.dtype)
         xp = jnp.concatenate([front, x], axis=1)
-        w = rearrange(kernel, "k h w ci co -> h w (k ci) co")
-        y = conv2d_frames(stack_time_taps(xp, kt, s, (0, 0)), w, self.spatial_strides)
+        y = conv_over_time_taps(xp, kernel.astype(x.dtype), s, self.spatial_strides)
         return self.add_bias(y, bias), xp[:, xp.shape[1] - (kt - 1) :]
 
 

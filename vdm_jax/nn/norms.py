@@ -10,31 +10,50 @@ from collections.abc import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from einops import rearrange
 
 Dtype = jnp.dtype
 
 
-def group_stats(x: jax.Array, num_groups: int, per_frame: bool) -> tuple[jax.Array, jax.Array]:
+def group_stats(
+    x: jax.Array, num_groups: int, per_frame: bool, segments: tuple[int, ...] | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Mean and variance per group, in float32.
 
     Args:
       x: ``(b, t, h, w, c)``.
       num_groups: ``g``, must divide ``c``.
       per_frame: reduce over ``(h, w)`` only (stats per frame) instead of ``(t, h, w)``.
+      segments: frame counts adding up to ``t``: stats over each run of frames instead.
 
     Returns:
-      ``(mean, var)``, each ``(b, t, g)`` if ``per_frame`` else ``(b, 1, g)``.
+      ``(mean, var)``, each ``(b, t, g)`` if ``per_frame`` or ``segments`` else ``(b, 1, g)``.
     """
+    segments = segments if segments and len(segments) > 1 else None  # one run: the whole clip
     xg = rearrange(x.astype(jnp.float32), "b t h w (g d) -> b t (h w) g d", g=num_groups)
-    axes = (2, 4) if per_frame else (1, 2, 4)
+    by_frame = per_frame or bool(segments)
+    axes = (2, 4) if by_frame else (1, 2, 4)
     mean = jnp.mean(xg, axis=axes)
     mean_sq = jnp.mean(jnp.square(xg), axis=axes)
-    if not per_frame:
+    if segments:
+        # Frames are equal-sized, so a run's moments are the mean of its frames' moments.
+        average = jnp.asarray(segment_average(segments, x.shape[1]))
+        mean, mean_sq = (jnp.einsum("st,btg->bsg", average, m) for m in (mean, mean_sq))
+    elif not per_frame:
         mean, mean_sq = mean[:, None], mean_sq[:, None]
     # One-pass variance can go slightly negative by rounding; clamp it.
     var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
     return mean, var
+
+
+def segment_average(segments: tuple[int, ...], frames: int) -> np.ndarray:
+    """``(t, t)`` matrix averaging each frame's value over its run of ``segments``."""
+    if sum(segments) != frames or min(segments) < 1:
+        raise ValueError(f"frame runs {segments} do not split {frames} frames")
+    owner = np.repeat(np.arange(len(segments)), segments)
+    same = (owner[:, None] == owner[None, :]).astype(np.float32)
+    return same / same.sum(axis=1, keepdims=True)
 
 
 class GroupNorm(nn.Module):
@@ -57,11 +76,13 @@ class GroupNorm(nn.Module):
     bias_init: Callable = nn.initializers.zeros
 
     @nn.compact
-    def __call__(self, x: jax.Array, modulation: tuple[jax.Array, jax.Array] | None = None):
+    def __call__(self, x: jax.Array, modulation: tuple[jax.Array, jax.Array] | None = None,
+                 segments: tuple[int, ...] | None = None):
         """Normalises ``x`` ``(b, t, h, w, c)``.
 
         ``modulation=(scale, shift)``, each ``(b, c)`` or ``(b, t, c)``, applies FiLM after the
-        affine: ``y * (1 + scale) + shift``, fused into the same multiply-add.
+        affine: ``y * (1 + scale) + shift``, fused into the same multiply-add. ``segments``
+        (frame counts adding up to ``t``) normalises each run of frames on its own statistics.
         """
         if x.ndim != 5:
             raise ValueError(f"GroupNorm expects (b, t, h, w, c), got shape {x.shape}")
@@ -74,7 +95,7 @@ class GroupNorm(nn.Module):
         beta = self.param(
             "bias", nn.with_logical_partitioning(self.bias_init, ("norm",)), (c,), jnp.float32
         )
-        mean, var = group_stats(x, self.num_groups, self.per_frame)
+        mean, var = group_stats(x, self.num_groups, self.per_frame, segments)
         d = c // self.num_groups
         # Per-channel a, b with y = x * a + b; broadcast group stats to channels.
         rstd = jnp.repeat(jax.lax.rsqrt(var + self.epsilon), d, axis=-1)  # (b, t|1, c)
