@@ -21,6 +21,17 @@ _LATTE_BLOCKS = dict(activation_fn="gelu-approximate", attention_bias=True,  # L
                      num_embeds_ada_norm=1000, in_channels=4, out_channels=8, patch_size=2)
 _COG = dict(down_block_types=("CogVideoXDownBlock3D",) * 4,
             up_block_types=("CogVideoXUpBlock3D",) * 4, temporal_compression_ratio=4)
+_UNET3D_TWO_LEVELS = dict(down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"),
+                         up_block_types=("UpBlock3D", "CrossAttnUpBlock3D"))
+# The training step recomputes attention in the backward pass and keeps every weight matmul's
+# output, as torch's CPU scaled_dot_product_attention does (it keeps only softmax statistics);
+# every layer's attention probabilities instead costs more memory traffic than recomputing them.
+LATTE_TRAIN_REMAT = "dots_with_no_batch_dims_saveable"
+# The UNet's training step keeps convolution outputs too (Latte's policy keeps only matmuls, so
+# each resnet's first conv would run again) and the attention scores, recomputing the
+# elementwise work around them: about 9.0 s a step on one core at the full size, against
+# 10.7 s keeping everything and 13.5 s under Latte's policy.
+UNET3D_TRAIN_REMAT = "dots_saveable"
 _SD = dict(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
 
 CONFIGS = {
@@ -33,6 +44,19 @@ CONFIGS = {
         "quick": dict(diffusers=dict(num_attention_heads=2, attention_head_dim=16, num_layers=2,
                                      sample_size=8, video_length=4, caption_channels=32,
                                      cross_attention_dim=32, **_LATTE_BLOCKS),
+                      batch=1, frames=4, size=8, context_len=4),
+    },
+    "unet3d": {  # ModelScope's structure (CrossAttnDownBlock3D x 3 + DownBlock3D and back, 2
+        # resnets a down level, 32 groups) at a quarter of its width or less (ModelScope: 320,
+        # 640, 1280, 1280; 64-channel heads; 1024-wide text), on 8 frames of 32 x 32 latents
+        "full": dict(diffusers=dict(block_out_channels=(64, 128, 128, 128), layers_per_block=2,
+                                    attention_head_dim=32, cross_attention_dim=256,
+                                    in_channels=4, sample_size=32),
+                     batch=1, frames=8, size=32, context_len=16),
+        "quick": dict(diffusers=dict(block_out_channels=(16, 32), layers_per_block=1,
+                                     norm_num_groups=8, attention_head_dim=8,
+                                     cross_attention_dim=32, in_channels=4, sample_size=8,
+                                     **_UNET3D_TWO_LEVELS),
                       batch=1, frames=4, size=8, context_len=4),
     },
     "causal_vae": {  # CogVideoX VAE structure (4 levels, 3 resnets a level), narrower; 17 frames
@@ -110,7 +134,7 @@ def _grad_norm(torch, module) -> float:
     return float(torch.sqrt(sum(p.grad.double().square().sum() for p in module.parameters())))
 
 
-def _latte_train_step(model):
+def _train_step(model):
     def loss(params, x, t, ctx):
         return jnp.mean(jnp.square(model.apply(params, x, t, ctx)))
 
@@ -129,17 +153,18 @@ def _latte_analytic(cfg: dict) -> float:
         caption_channels=d["caption_channels"], context_len=cfg["context_len"])
 
 
-def latte_case(torch, diffusers, cfg: dict, folder: str) -> Case:
-    """One sampling-step forward and a training step (loss = mean square of the output, grads
-    with respect to every parameter) at raw diffusers timesteps."""
-    ref, model, params, count = _saved(torch, diffusers.LatteTransformer3DModel,
-                                       cfg["diffusers"], folder)
+def _denoiser_case(torch, name: str, saved, cfg: dict, context_channels: int, remat: str,
+                   flops: float | None = None) -> Case:
+    """A text-conditioned video denoiser at raw diffusers timesteps: one sampling-step forward
+    and a training step (loss = mean square of the output, grads with respect to every
+    parameter; ours under the ``remat`` policy)."""
+    ref, model, params, count = saved
     model = model.clone(time_scale=1.0, time_shift=0.0)
     b, t, s, n = cfg["batch"], cfg["frames"], cfg["size"], cfg["context_len"]
-    c, cc = cfg["diffusers"]["in_channels"], cfg["diffusers"]["caption_channels"]
+    c = cfg["diffusers"]["in_channels"]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((b, c, t, s, s)).astype(np.float32)
-    ctx = rng.standard_normal((b, n, cc)).astype(np.float32)
+    ctx = rng.standard_normal((b, n, context_channels)).astype(np.float32)
     steps = np.full((b,), 500)
     tx, tt, tctx = torch.tensor(x), torch.tensor(steps), torch.tensor(ctx)
     args = (params, jnp.asarray(x.transpose(0, 2, 3, 4, 1)), jnp.asarray(steps, jnp.float32),
@@ -160,13 +185,26 @@ def latte_case(torch, diffusers, cfg: dict, folder: str) -> Case:
         norm = float(jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads))))
         return max(relative(value, loss.item()), relative(norm, _grad_norm(torch, ref)))
 
-    flops = _latte_analytic(cfg)
     fwd = Pass("forward", forward, model.apply, args,
                lambda want, got: relative(got, want.numpy().transpose(0, 2, 3, 4, 1)), flops)
-    step = Pass("forward+backward", train_step, _latte_train_step(model), args, check_step,
-                3 * flops)
-    shape = f"{b}x{t}x{s}x{s}x{c} + {n}x{cc} text"
-    return Case("latte", shape, count, [fwd, step])
+    step = Pass("forward+backward", train_step, _train_step(model.clone(remat=remat)),
+                args, check_step, None if flops is None else 3 * flops)
+    shape = f"{b}x{t}x{s}x{s}x{c} + {n}x{context_channels} text"
+    return Case(name, shape, count, [fwd, step])
+
+
+def latte_case(torch, diffusers, cfg: dict, folder: str) -> Case:
+    """Latte, with the analytic FLOP count next to XLA's."""
+    saved = _saved(torch, diffusers.LatteTransformer3DModel, cfg["diffusers"], folder)
+    return _denoiser_case(torch, "latte", saved, cfg, cfg["diffusers"]["caption_channels"],
+                          LATTE_TRAIN_REMAT, _latte_analytic(cfg))
+
+
+def unet3d_case(torch, diffusers, cfg: dict, folder: str) -> Case:
+    """ModelScope's text-to-video UNet (diffusers' UNet3DConditionModel)."""
+    saved = _saved(torch, diffusers.UNet3DConditionModel, cfg["diffusers"], folder)
+    return _denoiser_case(torch, "unet3d", saved, cfg, cfg["diffusers"]["cross_attention_dim"],
+                          UNET3D_TRAIN_REMAT)
 
 
 def _roundtrip(module, x):
@@ -211,4 +249,5 @@ def image_vae_case(torch, diffusers, cfg: dict, folder: str) -> Case:
     return _vae_case(torch, "image_vae", diffusers.AutoencoderKL, cfg, folder, True)
 
 
-BUILDERS = {"latte": latte_case, "causal_vae": causal_vae_case, "image_vae": image_vae_case}
+BUILDERS = {"latte": latte_case, "unet3d": unet3d_case, "causal_vae": causal_vae_case,
+            "image_vae": image_vae_case}

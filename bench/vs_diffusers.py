@@ -1,7 +1,8 @@
 """vdm_jax vs diffusers (PyTorch) on this CPU: the same configurations, side by side.
 
-Run: PYTHONPATH=. .venv/bin/python bench/vs_diffusers.py [--models latte,causal_vae,image_vae]
-     [--repeats 5] [--quick] [--json OUT] [--torch-threads N]
+Run: PYTHONPATH=. .venv/bin/python bench/vs_diffusers.py
+     [--models latte,unet3d,causal_vae,image_vae] [--repeats 5] [--quick] [--json OUT]
+     [--torch-threads N]
 
 For each model with a diffusers counterpart (configurations in ``bench/_diffusers_cases.py``):
 build the diffusers module with random weights, ``save_pretrained`` it, load it with
@@ -9,8 +10,12 @@ build the diffusers module with random weights, ``save_pretrained`` it, load it 
 error printed; a row whose error exceeds 1e-3 is reported and not timed), then time both in this
 process, alternating one call of each per round, after a warm-up round, median of ``--repeats``:
 
-* latte: one sampling-step forward, and a training step (loss = mean square of the output,
-  gradients with respect to every parameter; torch ``loss.backward()``).
+* latte and unet3d (ModelScope's text-to-video UNet): one sampling-step forward, and a
+  training step (loss = mean square of the output, gradients with respect to every parameter;
+  torch ``loss.backward()``). Ours recomputes Latte's attention in the backward pass
+  (``remat="dots_with_no_batch_dims_saveable"``), as torch's CPU
+  ``scaled_dot_product_attention`` does; the UNet keeps matmul and conv outputs and recomputes
+  the elementwise work (``remat="dots_saveable"``).
 * causal_vae (CogVideoX VAE) and image_vae (SD VAE on every frame): encode, posterior mode,
   decode.
 

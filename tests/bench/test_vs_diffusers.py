@@ -12,6 +12,7 @@ pytest.importorskip("diffusers")
 from bench import vs_diffusers  # noqa: E402
 
 EXPECTED = {("latte", "forward"), ("latte", "forward+backward"),
+            ("unet3d", "forward"), ("unet3d", "forward+backward"),
             ("causal_vae", "encode+decode"), ("image_vae", "encode+decode")}
 
 
