@@ -1,6 +1,7 @@
 """Timing helpers shared by the side-by-side benchmarks: the machine, a matmul peak measured in
 the same process, alternating medians, and timed compilation."""
 
+import json
 import os
 import platform
 import statistics
@@ -74,3 +75,12 @@ def matmul_peak(torch, n: int, repeats: int) -> dict[str, float]:
                                 "torch.mm": lambda: torch.mm(ta, tb)}, max(repeats, 5))
     rates = {name: 2 * n**3 / s / 1e9 for name, s in secs.items()}
     return {**rates, "peak": max(rates.values()), "n": n}
+
+
+def finish_report(report: dict, json_path: str | None) -> dict:
+    """Writes ``report`` to ``json_path`` (when given) and prints its rerun command."""
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    print(f"\nrerun: {report['command']}")
+    return report

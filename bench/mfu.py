@@ -34,7 +34,6 @@ count scaled by the unroll factor of the lowered program, as ``bench/vs_diffuser
 
 import argparse
 import dataclasses
-import json
 import statistics
 import time
 
@@ -45,7 +44,7 @@ import numpy as np
 import optax
 
 from bench._flops import has_loops, latte_forward_flops, scaled_flops, unrolled_flops, xla_flops
-from bench._timing import alternating_medians, blocking, compile_timed
+from bench._timing import alternating_medians, blocking, compile_timed, finish_report
 from vdm_jax.models import latte, unet3d_condition
 from vdm_jax.nn.remat import REMAT_POLICIES
 
@@ -351,11 +350,7 @@ def main(argv=None) -> dict:
     report = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
               "jax": jax.__version__, "peaks_tflops": peaks, "rows": rows,
               "command": rerun_command(args)}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-    print(f"\nrerun: {report['command']}")
-    return report
+    return finish_report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -34,14 +34,20 @@ matrices, measured in the same run. Ratio = diffusers time / vdm_jax time (> 1: 
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 
 from bench._diffusers_cases import BUILDERS, CONFIGS
 from bench._flops import has_loops, scaled_flops, unrolled_flops, xla_flops
-from bench._timing import alternating_medians, blocking, compile_timed, machine, matmul_peak
+from bench._timing import (
+    alternating_medians,
+    blocking,
+    compile_timed,
+    finish_report,
+    machine,
+    matmul_peak,
+)
 
 COMMAND = "PYTHONPATH=. .venv/bin/python bench/vs_diffusers.py"
 MAX_REL_ERROR = 1e-3
@@ -194,11 +200,7 @@ def main(argv=None) -> dict:
     for note in flop_notes(rows):
         print(note)
     report = {"machine": info, "matmul_peak": peak, "rows": rows, "command": rerun_command(args)}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-    print(f"\nrerun: {report['command']}")
-    return report
+    return finish_report(report, args.json)
 
 
 if __name__ == "__main__":
