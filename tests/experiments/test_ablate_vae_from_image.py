@@ -1,42 +1,35 @@
 """The autoencoder ablation's ``--from_image``: which runs it trains, in which order, from where
-(training and scoring replaced by recorders, so this runs in a second)."""
+(training and scoring replaced by recorders in ``ablate_vae_recorder.py``, a child process)."""
 
-import numpy as np
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
-from absl import flags
-from absl.testing import flagsaver
 
-from experiments import ablate_vae
-from vdm_jax.train import vae
+ROOT = Path(__file__).resolve().parents[2]
+RECORDER = Path(__file__).with_name("ablate_vae_recorder.py")
+
+
+def _child(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 @pytest.fixture
-def ablation(monkeypatch, tmp_path):
+def ablation(tmp_path):
     """``run(*flags) -> (trained, reported)``: ``(run name, train config)`` per training in order,
     and the report's rows."""
-    trained, reported = [], []
-    monkeypatch.setattr(ablate_vae, "init_runtime", lambda: None)
-    monkeypatch.setattr(vae, "train_vae", lambda config, workdir: trained.append(
-        (workdir.name, config.train.to_dict())))
-    monkeypatch.setattr(vae, "held_out_clips", lambda config, num: np.zeros((num, 1, 4, 4, 3)))
-
-    def design(name, out):
-        ablate_vae._train(name, out)
-        return {"design": name, "init": ablate_vae.start_of(name)}, None
-
-    monkeypatch.setattr(ablate_vae, "run_design", design)
-    monkeypatch.setattr(ablate_vae, "write_report",
-                        lambda out, results, clip, recons: reported.extend(results))
 
     def run(*argv):
-        with flagsaver.flagsaver():
-            flags.FLAGS.unparse_flags()
-            flags.FLAGS(["ablate_vae", "--out", str(tmp_path), "--steps", "3", *argv])
-            try:
-                ablate_vae.main([])
-            finally:
-                flags.FLAGS.unparse_flags()  # as pytest found them: no flags parsed
-        return trained, reported
+        out = _child([str(RECORDER), "--out", str(tmp_path), "--steps", "3", *argv])
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        return [tuple(t) for t in got["trained"]], got["reported"]
 
     return run
 
@@ -67,10 +60,14 @@ def test_nofrom_image_trains_from_scratch(ablation):
 
 
 def test_report_table_has_an_init_column(tmp_path):
-    row = {"design": "magicvideo", "init": "image_vae", "latent_shape": [9, 4, 4, 4],
-           "compression": 12.0, "params": 1e6, "psnr": 20.0, "ssim": 0.5, "flicker": 0.01,
-           "steps_per_second": 2.0}
-    clip = np.zeros((9, 16, 16, 3), np.float32)
-    ablate_vae.write_report(tmp_path, [row], clip, [clip])
+    code = f"""
+import numpy as np
+from experiments import ablate_vae
+row = dict(design="magicvideo", init="image_vae", latent_shape=[9, 4, 4, 4], compression=12.0,
+           params=1e6, psnr=20.0, ssim=0.5, flicker=0.01, steps_per_second=2.0)
+clip = np.zeros((9, 16, 16, 3), np.float32)
+ablate_vae.write_report(__import__("pathlib").Path({str(tmp_path)!r}), [row], clip, [clip])
+"""
+    _child(["-c", code])
     table = (tmp_path / "ablate_vae.md").read_text()
     assert "| train steps/s | init |" in table and "| 2.0 | image_vae |" in table
