@@ -33,3 +33,17 @@ def leaves_equal(a, b) -> bool:
     """Two pytrees of the same structure hold bit-identical leaves."""
     pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
     return all(np.array_equal(x, y) for x, y in pairs)
+
+
+def assert_same_value_and_grads(model: nn.Module, other: nn.Module, params, *inputs,
+                                atol: float) -> None:
+    """``model`` and ``other`` (the same weights, e.g. one rematerialised) give the same
+    ``sum(out ** 2)`` on ``inputs`` (rtol 1e-5) and gradients wrt ``params`` (rtol 1e-4,
+    ``atol``)."""
+    def value_and_grads(m):
+        loss = lambda p: jnp.sum(jnp.square(m.apply(p, *inputs)))  # noqa: E731
+        return jax.jit(jax.value_and_grad(loss))(params)
+
+    (value, want), (got_value, got) = value_and_grads(model), value_and_grads(other)
+    np.testing.assert_allclose(got_value, value, rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=atol), got, want)

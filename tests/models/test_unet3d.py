@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vdm_jax.models import VARIANTS, UNet3D, build_model, count_params, model_config
+from vdm_jax.testing import assert_same_value_and_grads
 
 SMALL = dict(channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,),
              head_dim=8, num_groups=2)
@@ -223,13 +224,7 @@ def test_layout_extras_start_as_no_ops_then_follow_caption_and_frame(target):
 
 def test_remat_policy_keeps_values_and_gradients(temporal_unet):
     model, params, _, (x, t, ctx) = temporal_unet
-
-    def grads(m):
-        loss = lambda p: jnp.sum(jnp.square(m.apply(p, x, t, ctx)))  # noqa: E731
-        return jax.jit(jax.value_and_grad(loss))(params)
-
-    (value, want), (got_value, got) = grads(model), grads(model.clone(remat="dots_saveable"))
-    np.testing.assert_allclose(got_value, value, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got, want)
+    assert_same_value_and_grads(model, model.clone(remat="dots_saveable"), params, x, t, ctx,
+                                atol=1e-6)
     with pytest.raises(ValueError, match="unknown remat policy True"):
         model.clone(remat=True).init(jax.random.key(0), x, t, ctx)

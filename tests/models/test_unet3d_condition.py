@@ -20,6 +20,7 @@ from vdm_jax.models.unet3d_condition_blocks import (
     TemporalTransformer,
     nearest_indices,
 )
+from vdm_jax.testing import assert_same_value_and_grads
 
 SHAPE = (2, 3, 4, 4, 4)  # (b, t, h, w, c)
 TINY = VARIANTS["tiny"]
@@ -160,14 +161,6 @@ def test_nearest_indices_match_torch_interpolate():
 
 def test_remat_policies_change_memory_not_results(model, inputs):
     params = random_params(model)
-    x, t, context = inputs
-
-    def grads(m):
-        loss = lambda p: jnp.sum(jnp.square(m.apply(p, x, t, context)))  # noqa: E731
-        return jax.jit(jax.value_and_grad(loss))(params)
-
-    (value, want), (got_value, got) = grads(model), grads(model.clone(remat="full"))
-    np.testing.assert_allclose(got_value, value, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
+    assert_same_value_and_grads(model, model.clone(remat="full"), params, *inputs, atol=1e-5)
     with pytest.raises(ValueError, match="unknown remat policy 'some'"):
         model.clone(remat="some").init(jax.random.key(0), *example_inputs(model))
