@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import vdm_jax.nn.conv as conv_module
 from vdm_jax.nn import (
     CONV_VARIANTS,
     CausalConv3d,
@@ -31,8 +32,8 @@ def _randomise(params, seed=1):
     )
 
 
-def _causal_init(x, **kw):
-    conv = CausalConv3d(4, **kw)
+def _causal_init(x, features=4, **kw):
+    conv = CausalConv3d(features, **kw)
     return conv, _randomise(conv.init(jax.random.key(0), x))
 
 
@@ -53,15 +54,33 @@ def _lax_causal_reference(x, kernel, bias, pad_mode, strides):
     [("zeros", 1, (1, 1), 5), ("replicate", 1, (1, 1), 5), ("replicate", 2, (1, 1), 5),
      ("zeros", 2, (2, 2), 6)],
 )
-def test_causal_conv3d_equals_lax_on_front_padded_input(pad_mode, ts, ss, t):
-    x = _rand((2, t, 6, 6, 3))
-    conv, params = _causal_init(x, temporal_stride=ts, spatial_strides=ss, pad_mode=pad_mode)
+@pytest.mark.parametrize("ci,co,group_bytes", [  # taps summed (in frame groups), on inputs, outputs
+    (3, 4, 1 << 20), (3, 4, 2 * 6 * 6 * 3 * 4), (2, 8, 1 << 20), (8, 2, 1 << 20)])
+def test_causal_conv3d_equals_lax_on_front_padded_input(pad_mode, ts, ss, t, ci, co, group_bytes,
+                                                        monkeypatch):
+    monkeypatch.setattr(conv_module, "FRAME_GROUP_BYTES", group_bytes)  # 2 x 6 x 6 x 3: 1 frame
+    layouts = {3: "sum", 2: "stack_inputs", 8: "stack_outputs"}
+    assert conv_module.tap_layout(3, ci, co) == layouts[ci]
+    x = _rand((2, t, 6, 6, ci))
+    conv, params = _causal_init(x, co, temporal_stride=ts, spatial_strides=ss, pad_mode=pad_mode)
     y, cache = conv.apply(params, x)
     p = params["params"]
     ref = _lax_causal_reference(x, p["kernel"], p["bias"], pad_mode, (ts, *ss))
-    assert y.shape == ref.shape == (2, -(-t // ts), 6 // ss[0], 6 // ss[1], 4)
+    assert y.shape == ref.shape == (2, -(-t // ts), 6 // ss[0], 6 // ss[1], co)
     np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
     np.testing.assert_array_equal(cache, x[:, -2:])
+
+
+@pytest.mark.parametrize("layout", conv_module.TAP_LAYOUTS)
+@pytest.mark.parametrize("group_bytes", [None, 1])
+def test_every_tap_layout_computes_the_same_conv(layout, group_bytes):
+    x, kernel = _rand((2, 7, 5, 5, 3)), _rand((3, 3, 3, 3, 4), seed=1)
+    ref = jax.lax.conv_general_dilated(x, kernel, (2, 1, 1), [(0, 0), (1, 1), (1, 1)],
+                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    y = conv_module.conv_over_time_taps(x, kernel, 2, layout=layout, group_bytes=group_bytes)
+    np.testing.assert_allclose(y, ref, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        conv_module.conv_over_time_taps(x, kernel, layout="stacked")
 
 
 def test_replicate_and_zero_padding_differ_only_at_the_start():

@@ -102,10 +102,11 @@ def test_spatial_conv_equals_lax_1x3x3(shape):
 @pytest.mark.parametrize(
     "kernel_size,strides,shape",
     [((3, 3, 3), (1, 1, 1), (2, 5, 6, 6, 3)), ((2, 1, 3), (1, 1, 1), (1, 4, 5, 3, 2)),
-     ((3, 3, 3), (2, 2, 2), (1, 5, 6, 6, 3)), ((1, 3, 3), (1, 1, 1), (1, 1, 4, 4, 2))],
+     ((3, 3, 3), (2, 2, 2), (1, 5, 6, 6, 3)), ((1, 3, 3), (1, 1, 1), (1, 1, 4, 4, 2)),
+     ((3, 3, 3), (2, 1, 1), (1, 6, 4, 4, 12)), ((3, 1, 3), (1, 2, 2), (1, 5, 4, 4, 1))],
 )
 def test_conv3d_equals_lax_conv3d(kernel_size, strides, shape):
-    x = _rand(shape)
+    x = _rand(shape)  # 12 -> 4 channels stacks the time taps on outputs, 1 -> 4 on inputs
     conv = Conv3d(4, kernel_size=kernel_size, strides=strides)
     p = _randomise(conv.init(jax.random.key(0), x))["params"]
     y = conv.apply({"params": p}, x)
