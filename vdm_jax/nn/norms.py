@@ -31,17 +31,18 @@ def group_stats(
       ``(mean, var)``, each ``(b, t, g)`` if ``per_frame`` or ``segments`` else ``(b, 1, g)``.
     """
     segments = segments if segments and len(segments) > 1 else None  # one run: the whole clip
-    xg = rearrange(x.astype(jnp.float32), "b t h w (g d) -> b t (h w) g d", g=num_groups)
     by_frame = per_frame or bool(segments)
-    axes = (2, 4) if by_frame else (1, 2, 4)
-    mean = jnp.mean(xg, axis=axes)
-    mean_sq = jnp.mean(jnp.square(xg), axis=axes)
+    xf = x.astype(jnp.float32).reshape(x.shape[0], x.shape[1] if by_frame else 1, -1, x.shape[-1])
+    # Per-channel moments first (a reduction over the leading pixel axis runs vectorised over
+    # contiguous channels, ~9x faster on CPU than reducing pixels and a group's channels at
+    # once), then the mean over each group's channels.
+    mean, mean_sq = (
+        rearrange(jnp.mean(m, axis=2), "b t (g d) -> b t g d", g=num_groups).mean(axis=-1)
+        for m in (xf, jnp.square(xf)))
     if segments:
         # Frames are equal-sized, so a run's moments are the mean of its frames' moments.
         average = jnp.asarray(segment_average(segments, x.shape[1]))
         mean, mean_sq = (jnp.einsum("st,btg->bsg", average, m) for m in (mean, mean_sq))
-    elif not per_frame:
-        mean, mean_sq = mean[:, None], mean_sq[:, None]
     # One-pass variance can go slightly negative by rounding; clamp it.
     var = jnp.maximum(mean_sq - jnp.square(mean), 0.0)
     return mean, var
