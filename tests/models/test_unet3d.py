@@ -225,6 +225,6 @@ def test_layout_extras_start_as_no_ops_then_follow_caption_and_frame(target):
 def test_remat_policy_keeps_values_and_gradients(temporal_unet):
     model, params, _, (x, t, ctx) = temporal_unet
     assert_same_value_and_grads(model, model.clone(remat="dots_saveable"), params, x, t, ctx,
-                                atol=1e-6)
+                                atol=1e-5)
     with pytest.raises(ValueError, match="unknown remat policy True"):
         model.clone(remat=True).init(jax.random.key(0), x, t, ctx)

@@ -12,6 +12,7 @@ from vdm_jax.nn import (
     SpatialAttention,
     TemporalAttention,
     TimestepEmbedding,
+    attention_core,
     dot_product_attention,
     relative_position_buckets,
     timestep_embedding,
@@ -40,6 +41,27 @@ def test_dot_product_attention_matches_numpy(implementation):
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     np.testing.assert_allclose(y, np.einsum("bhnm,bmhd->bnhd", probs, v), atol=1e-5)
+
+
+@pytest.mark.parametrize("row_bias", [True, False])
+def test_row_blocked_attention_equals_one_block_in_value_and_gradient(monkeypatch, row_bias):
+    """Blocks of 2 query rows (7 rows: a short last block), bias per row or broadcast."""
+    q, k, v = _rand((2, 7, 2, 4), 0), _rand((2, 5, 2, 4), 1), _rand((2, 5, 2, 4), 2)
+    bias = _rand((2, 7 if row_bias else 1, 5), 3)
+    mask = jnp.array([[True, True, False, True, True]] * 2)[:, None, None, :]
+
+    def loss(q, k, v):
+        y = dot_product_attention(q, k, v, bias=bias, mask=mask, implementation="einsum")
+        return jnp.sum(jnp.sin(y))
+
+    want = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+    monkeypatch.setattr(attention_core, "MIN_BLOCK_ROWS", 2)
+    monkeypatch.setattr(attention_core, "SCORE_BLOCK_BYTES", 1)
+    jaxpr = str(jax.make_jaxpr(loss)(q, k, v))
+    assert jaxpr.count("checkpoint") + jaxpr.count("remat") >= 4  # the blocks ran
+    got = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_cross_attention_ignores_masked_context():

@@ -27,13 +27,38 @@ def _einsum_attention(q, k, v, bias, mask):
     return rearrange(jnp.einsum("bhnm,bhmd->bhnd", probs, v), "b h n d -> b n h d")
 
 
+# Long sequences run in blocks of query rows whose float32 scores stay near SCORE_BLOCK_BYTES
+# (MIN_BLOCK_ROWS rows at least), each under jax.checkpoint: the scores stay in cache, and a
+# training step keeps no attention probabilities (each block's are recomputed in the backward
+# pass, as torch's CPU attention keeps only softmax statistics). Rows are independent, so the
+# result is the same. The ModelScope UNet's 1024-token training step: ~1.3x faster.
+SCORE_BLOCK_BYTES = 4 << 20
+MIN_BLOCK_ROWS = 128
+
+
+def _row_blocked_attention(q, k, v, bias, mask):
+    """:func:`_einsum_attention` a block of query rows at a time (see ``SCORE_BLOCK_BYTES``)."""
+    b, n, h, _ = q.shape
+    rows = max(MIN_BLOCK_ROWS, SCORE_BLOCK_BYTES // (4 * b * h * k.shape[1]))
+    if rows >= n:
+        return _einsum_attention(q, k, v, bias, mask)
+
+    def rows_of(a, block):  # a bias or mask broadcast over rows applies to every block
+        return a if a is None or a.shape[2] == 1 else a[:, :, block]
+
+    kernel = jax.checkpoint(_einsum_attention)
+    blocks = [slice(start, start + rows) for start in range(0, n, rows)]
+    return jnp.concatenate([kernel(q[:, r], k, v, rows_of(bias, r), rows_of(mask, r))
+                            for r in blocks], axis=1)
+
+
 def local_attention(q, k, v, bias=None, mask=None, implementation=None):
     """``softmax(q k^T / sqrt(d) + bias) v`` on one device; shapes as
     :func:`vdm_jax.nn.attention.dot_product_attention`, ``bias``/``mask`` already 4-D."""
     if implementation is None and jax.default_backend() == "cpu":
         implementation = "einsum"
     if implementation == "einsum":
-        return _einsum_attention(q, k, v, bias, mask)
+        return _row_blocked_attention(q, k, v, bias, mask)
     if bias is not None:
         bias = bias.astype(q.dtype)
     return jax.nn.dot_product_attention(
