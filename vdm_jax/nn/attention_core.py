@@ -28,12 +28,14 @@ def _einsum_attention(q, k, v, bias, mask):
 
 
 # Long sequences run in blocks of query rows whose float32 scores stay near SCORE_BLOCK_BYTES
-# (MIN_BLOCK_ROWS rows at least), each under jax.checkpoint: the scores stay in cache, and a
-# training step keeps no attention probabilities (each block's are recomputed in the backward
-# pass, as torch's CPU attention keeps only softmax statistics). Rows are independent, so the
-# result is the same. The ModelScope UNet's 1024-token training step: ~1.3x faster.
+# (MIN_BLOCK_ROWS rows at least), each under jax.checkpoint: a training step keeps no attention
+# probabilities (each block's are recomputed in the backward pass, as torch's CPU attention
+# keeps only softmax statistics), so memory no longer grows with the square of the sequence.
+# Rows are independent, so the result is the same. Speed on CPU is about even: the ModelScope
+# UNet's training step (1024-token attention) 4005 -> 3810 ms in bench/vs_diffusers.py, and
+# smaller blocks (128 rows) or blocking Latte's 256-token attention made training slower.
 SCORE_BLOCK_BYTES = 4 << 20
-MIN_BLOCK_ROWS = 128
+MIN_BLOCK_ROWS = 256
 
 
 def _row_blocked_attention(q, k, v, bias, mask):
