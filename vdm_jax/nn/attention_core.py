@@ -27,31 +27,102 @@ def _einsum_attention(q, k, v, bias, mask):
     return rearrange(jnp.einsum("bhnm,bhmd->bhnd", probs, v), "b h n d -> b n h d")
 
 
-# Long sequences run in blocks of query rows whose float32 scores stay near SCORE_BLOCK_BYTES
-# (MIN_BLOCK_ROWS rows at least), each under jax.checkpoint: a training step keeps no attention
-# probabilities (each block's are recomputed in the backward pass, as torch's CPU attention
-# keeps only softmax statistics), so memory no longer grows with the square of the sequence.
-# Rows are independent, so the result is the same. Speed on CPU is about even: the ModelScope
-# UNet's training step (1024-token attention) 4005 -> 3810 ms in bench/vs_diffusers.py, and
-# smaller blocks (128 rows) or blocking Latte's 256-token attention made training slower.
+# Attention runs a block of query rows at a time, each block's float32 scores near
+# SCORE_BLOCK_BYTES (MIN_BLOCK_ROWS rows at least), under a hand-written backward pass: the
+# forward keeps only each row's softmax statistics (maximum and sum), and the backward
+# recomputes a block's probabilities from them (as torch's CPU attention does). Autodiff of
+# the softmax makes several more passes over the scores, which on CPU cost more than the
+# attention's matmuls: the ModelScope UNet's training step 4057 -> 3071 ms, Latte's
+# 6183 -> 5747 ms, in an A/B of jax alone on bench/vs_diffusers.py's models.
 SCORE_BLOCK_BYTES = 4 << 20
 MIN_BLOCK_ROWS = 256
 
 
+def _row_blocks(b: int, h: int, n: int, m: int) -> list[slice]:
+    rows = max(MIN_BLOCK_ROWS, SCORE_BLOCK_BYTES // (4 * b * h * m))
+    return [slice(start, start + rows) for start in range(0, n, rows)]
+
+
+def _rows_of(a, block: slice):
+    """A bias or mask's rows of ``block`` (one broadcast row applies to every block)."""
+    return a if a is None or a.shape[2] == 1 else a[:, :, block]
+
+
+def _logits(q, k, bias, mask):
+    """Scaled float32 scores ``(b, h, n, m)`` of heads-first ``q``, ``k``."""
+    logits = jnp.einsum("bhnd,bhmd->bhnm", q, k).astype(jnp.float32) * (q.shape[-1] ** -0.5)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, MASKED_LOGIT)
+    return logits
+
+
+def _probabilities(logits, peak, total):
+    return jnp.exp(logits - peak) / total
+
+
+def _attention_fwd(q, k, v, bias, mask):
+    """Heads-first attention and each row's softmax statistics, a block of rows at a time.
+    (A log-sum-exp alone would lose the sum of a row whose keys are all masked.)"""
+    outs, peaks, totals = [], [], []
+    for rows in _row_blocks(q.shape[0], q.shape[1], q.shape[2], k.shape[2]):
+        logits = _logits(q[:, :, rows], k, _rows_of(bias, rows), _rows_of(mask, rows))
+        peaks.append(jnp.max(logits, axis=-1, keepdims=True))
+        totals.append(jnp.sum(jnp.exp(logits - peaks[-1]), axis=-1, keepdims=True))
+        probs = _probabilities(logits, peaks[-1], totals[-1])
+        outs.append(jnp.einsum("bhnm,bhmd->bhnd", probs.astype(v.dtype), v))
+    out = jnp.concatenate(outs, axis=2)
+    stats = jnp.concatenate(peaks, axis=2), jnp.concatenate(totals, axis=2)
+    return out, (q, k, v, bias, mask, out, stats)
+
+
+def _sum_to(a, shape):
+    """``a`` summed over the axes where ``shape`` broadcasts (size 1)."""
+    axes = tuple(i for i, (s, t) in enumerate(zip(shape, a.shape, strict=True)) if s == 1 < t)
+    return jnp.sum(a, axis=axes, keepdims=True)
+
+
+def _attention_bwd(residuals, d_out):
+    q, k, v, bias, mask, out, (peak, total) = residuals
+    delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
+    dq, d_bias, dk, dv = [], [], 0.0, 0.0
+    for rows in _row_blocks(q.shape[0], q.shape[1], q.shape[2], k.shape[2]):
+        row_mask, d_rows = _rows_of(mask, rows), d_out[:, :, rows]
+        logits = _logits(q[:, :, rows], k, _rows_of(bias, rows), row_mask)
+        probs = _probabilities(logits, peak[:, :, rows], total[:, :, rows])
+        dv = dv + jnp.einsum("bhnm,bhnd->bhmd", probs.astype(v.dtype), d_rows)
+        d_probs = jnp.einsum("bhnd,bhmd->bhnm", d_rows, v).astype(jnp.float32)
+        d_logits = probs * (d_probs - delta[:, :, rows])
+        if row_mask is not None:
+            d_logits = jnp.where(row_mask, d_logits, 0.0)
+        if bias is not None:
+            d_bias.append(_sum_to(d_logits, _rows_of(bias, rows).shape))
+        d_logits = d_logits.astype(q.dtype)
+        dq.append(jnp.einsum("bhnm,bhmd->bhnd", d_logits, k))
+        dk = dk + jnp.einsum("bhnm,bhnd->bhmd", d_logits, q[:, :, rows])
+    scale = q.shape[-1] ** -0.5
+    dq = jnp.concatenate(dq, axis=2) * scale
+    if bias is not None:
+        d_bias = sum(d_bias) if bias.shape[2] == 1 else jnp.concatenate(d_bias, axis=2)
+        d_bias = d_bias.astype(bias.dtype)
+    return (dq.astype(q.dtype), (dk * scale).astype(k.dtype), dv.astype(v.dtype),
+            d_bias if bias is not None else None, None)
+
+
+@jax.custom_vjp
+def _heads_first_attention(q, k, v, bias, mask):
+    return _attention_fwd(q, k, v, bias, mask)[0]
+
+
+_heads_first_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
 def _row_blocked_attention(q, k, v, bias, mask):
-    """:func:`_einsum_attention` a block of query rows at a time (see ``SCORE_BLOCK_BYTES``)."""
-    b, n, h, _ = q.shape
-    rows = max(MIN_BLOCK_ROWS, SCORE_BLOCK_BYTES // (4 * b * h * k.shape[1]))
-    if rows >= n:
-        return _einsum_attention(q, k, v, bias, mask)
-
-    def rows_of(a, block):  # a bias or mask broadcast over rows applies to every block
-        return a if a is None or a.shape[2] == 1 else a[:, :, block]
-
-    kernel = jax.checkpoint(_einsum_attention)
-    blocks = [slice(start, start + rows) for start in range(0, n, rows)]
-    return jnp.concatenate([kernel(q[:, r], k, v, rows_of(bias, r), rows_of(mask, r))
-                            for r in blocks], axis=1)
+    """:func:`_einsum_attention` with the blocked forward and backward passes above."""
+    q, k, v = (rearrange(a, "b n h d -> b h n d") for a in (q, k, v))
+    out = _heads_first_attention(q, k, v, bias, mask)
+    return rearrange(out, "b h n d -> b n h d")
 
 
 def local_attention(q, k, v, bias=None, mask=None, implementation=None):
