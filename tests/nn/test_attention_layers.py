@@ -46,23 +46,23 @@ def test_dot_product_attention_matches_numpy(implementation):
 @pytest.mark.parametrize("blocks", [1, 4])
 @pytest.mark.parametrize("row_bias", [True, False])
 def test_blocked_attention_matches_autodiff_in_value_and_gradient(monkeypatch, row_bias, blocks):
-    """The hand-written backward pass against autodiff of the plain softmax attention: one
+    """The hand-written backward pass against autodiff of jax.nn.dot_product_attention: one
     block, or blocks of 2 query rows (7 rows: a short last block); bias per row or broadcast
     (its gradient too); a mask with one query row whose keys are all masked."""
     q, k, v = _rand((2, 7, 2, 4), 0), _rand((2, 5, 2, 4), 1), _rand((2, 5, 2, 4), 2)
     bias = _rand((1, 2, 7 if row_bias else 1, 5), 3)
     mask = jnp.ones((2, 1, 7, 5), bool).at[:, :, :, 2].set(False).at[1, :, 3].set(False)
 
-    def loss(attention, q, k, v, bias):
-        return jnp.sum(jnp.sin(attention(q, k, v, bias, mask)))
+    def loss(implementation, q, k, v, bias):
+        return jnp.sum(jnp.sin(attention_core.local_attention(q, k, v, bias, mask, implementation)))
 
     args = (q, k, v, bias)
-    want = jax.value_and_grad(loss, argnums=(1, 2, 3, 4))(attention_core._einsum_attention, *args)
+    want = jax.value_and_grad(loss, argnums=(1, 2, 3, 4))("xla", *args)
     if blocks > 1:
         monkeypatch.setattr(attention_core, "MIN_BLOCK_ROWS", 2)
         monkeypatch.setattr(attention_core, "SCORE_BLOCK_BYTES", 1)
     assert len(attention_core._row_blocks(2, 2, 7, 5)) == blocks
-    got = jax.value_and_grad(loss, argnums=(1, 2, 3, 4))(attention_core.local_attention, *args)
+    got = jax.value_and_grad(loss, argnums=(1, 2, 3, 4))("einsum", *args)
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 

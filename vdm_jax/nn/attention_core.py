@@ -14,19 +14,6 @@ def expand_to_4d(a):
     return None if a is None else a.reshape((1,) * (4 - a.ndim) + a.shape)
 
 
-def _einsum_attention(q, k, v, bias, mask):
-    """Heads-first einsum attention; faster than the generic path on CPU (measured ~2x fwd)."""
-    q, k, v = (rearrange(a, "b n h d -> b h n d") for a in (q, k, v))
-    logits = jnp.einsum("bhnd,bhmd->bhnm", q, k).astype(jnp.float32)
-    logits = logits * (q.shape[-1] ** -0.5)
-    if bias is not None:
-        logits = logits + bias.astype(jnp.float32)
-    if mask is not None:
-        logits = jnp.where(mask, logits, MASKED_LOGIT)
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return rearrange(jnp.einsum("bhnm,bhmd->bhnd", probs, v), "b h n d -> b n h d")
-
-
 # Attention runs a block of query rows at a time, each block's float32 scores near
 # SCORE_BLOCK_BYTES (MIN_BLOCK_ROWS rows at least), under a hand-written backward pass: the
 # forward keeps only each row's softmax statistics (maximum and sum), and the backward
@@ -119,7 +106,8 @@ _heads_first_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def _row_blocked_attention(q, k, v, bias, mask):
-    """:func:`_einsum_attention` with the blocked forward and backward passes above."""
+    """Heads-first einsum attention (faster than the generic path on CPU, measured ~2x
+    forward) with the blocked forward and backward passes above."""
     q, k, v = (rearrange(a, "b n h d -> b h n d") for a in (q, k, v))
     out = _heads_first_attention(q, k, v, bias, mask)
     return rearrange(out, "b h n d -> b n h d")
