@@ -11,6 +11,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from vdm_jax.memory import retaining_freed_memory
+
 
 def cpu_model() -> str:
     """The ``model name`` line of /proc/cpuinfo (the platform's processor string elsewhere)."""
@@ -32,7 +34,9 @@ def machine(torch) -> dict:
             "usable_cores": len(os.sched_getaffinity(0)), "load_average": os.getloadavg()[0],
             "jax": jax.__version__,
             "jax_device": str(jax.devices()[0]), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "diffusers": diffusers.__version__}
+            "torch_threads": torch.get_num_threads(), "diffusers": diffusers.__version__,
+            "allocator": ("freed memory kept (vdm_jax.memory)" if retaining_freed_memory()
+                          else "default")}
 
 
 def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int,

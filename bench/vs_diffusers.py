@@ -48,6 +48,7 @@ from bench._timing import (
     machine,
     matmul_peak,
 )
+from vdm_jax.memory import retain_freed_memory
 
 COMMAND = "PYTHONPATH=. .venv/bin/python bench/vs_diffusers.py"
 MAX_REL_ERROR = 1e-3
@@ -171,7 +172,8 @@ def rerun_command(args: argparse.Namespace) -> str:
 def print_header(info: dict, peak: dict) -> None:
     print(f"machine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable); "
           f"jax {info['jax']} ({info['jax_device']}), torch {info['torch']} "
-          f"({info['torch_threads']} threads), diffusers {info['diffusers']}")
+          f"({info['torch_threads']} threads), diffusers {info['diffusers']}; "
+          f"allocator: {info['allocator']}")
     print(f"matmul peak ({peak['n']}^3 float32): jnp.dot {peak['jnp.dot']:.1f} GFLOP/s, "
           f"torch.mm {peak['torch.mm']:.1f} GFLOP/s; peak = {peak['peak']:.1f}", flush=True)
     if info["load_average"] > 0.5:
@@ -204,4 +206,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    retain_freed_memory()  # both frameworks share this process and its allocator
     sys.exit(any(r["status"] != "ok" for r in main()["rows"]))

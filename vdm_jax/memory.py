@@ -1,0 +1,53 @@
+"""Keeping freed memory in the process, for CPU runs whose every step allocates gigabytes.
+
+XLA's CPU runtime maps one buffer for all of a program's temporaries at every call (3 GB for
+the ModelScope UNet's training step in ``bench/vs_diffusers.py``) and unmaps it when the call
+ends, so each call faults every page in afresh (about 770k faults and 1.5 s of kernel time for
+that step). On a virtual machine that hands freed pages back to its host, a page the host has
+taken back costs more again: on the 2-core VM of the README's benchmarks that UNet step takes
+2.8 s when calls come back to back and 3.8 to 4.0 s when they are 4 s apart.
+
+:func:`retain_freed_memory` sets glibc's allocator to serve every allocation from its main heap
+and never give memory back to the kernel, so each call reuses the pages of the one before: the
+same step then takes 2.7 to 3.0 s either way. The cost is that the process holds its peak
+memory until it exits. The training, sampling and benchmark scripts call it first thing; set
+``VDM_JAX_MALLOC_DEFAULTS=1`` to keep glibc's defaults. It does nothing off glibc.
+"""
+
+import ctypes
+import os
+
+KEEP_DEFAULTS_ENV = "VDM_JAX_MALLOC_DEFAULTS"
+# mallopt parameters (glibc's malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+# One arena: threads' own arenas live in mapped heaps that glibc shrinks with madvise. No mmap:
+# every block comes from the main heap. Trim threshold SIZE_MAX (-1 as glibc's size_t): never
+# hand the heap's free top back.
+SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
+_state = {"retaining": False}
+
+
+def _glibc():
+    """The C library if it is glibc, else None."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018  (raises AttributeError off glibc)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def retain_freed_memory() -> bool:
+    """Applies :data:`SETTINGS` to glibc's allocator (see the module doc); True if it did.
+
+    Call it before the first jax computation: threads that already hold an arena of their own
+    keep it."""
+    libc = None if os.environ.get(KEEP_DEFAULTS_ENV) == "1" else _glibc()
+    if libc is not None:
+        _state["retaining"] = all(libc.mallopt(p, value) == 1 for p, value in SETTINGS)
+    return _state["retaining"]
+
+
+def retaining_freed_memory() -> bool:
+    """Whether :func:`retain_freed_memory` has set up this process."""
+    return _state["retaining"]
