@@ -2,7 +2,7 @@
 
 Run: PYTHONPATH=. .venv/bin/python bench/vs_diffusers.py
      [--models latte,unet3d,causal_vae,image_vae] [--repeats 5] [--quick] [--json OUT]
-     [--torch-threads N]
+     [--torch-threads N] [--retain-freed-memory]
 
 For each model with a diffusers counterpart (configurations in ``bench/_diffusers_cases.py``):
 build the diffusers module with random weights, ``save_pretrained`` it, load it with
@@ -62,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--quick", action="store_true", help="tiny configurations (smoke test)")
     parser.add_argument("--json", metavar="OUT", help="write the machine, peak and rows here")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="glibc keeps freed memory in the process (vdm_jax.memory)")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                         help="torch.set_num_threads (default: every core; jax always uses all)")
     args = parser.parse_args(argv)
@@ -165,6 +167,7 @@ def flop_notes(rows: list[dict]) -> list[str]:
 def rerun_command(args: argparse.Namespace) -> str:
     cmd = f"{COMMAND} --models {','.join(args.models)} --repeats {args.repeats}"
     cmd += " --quick" if args.quick else ""
+    cmd += " --retain-freed-memory" if args.retain_freed_memory else ""
     cmd += f" --torch-threads {args.torch_threads}" if args.torch_threads != os.cpu_count() else ""
     return cmd + (f" --json {args.json}" if args.json else "")
 
@@ -185,6 +188,8 @@ def print_header(info: dict, peak: dict) -> None:
 def main(argv=None) -> dict:
     """Runs the benchmark; returns ``{"machine", "matmul_peak", "rows", "command"}``."""
     args = parse_args(argv)
+    if args.retain_freed_memory:  # both frameworks share this process and its allocator
+        retain_freed_memory()
     import diffusers
     import torch
 
@@ -206,5 +211,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    retain_freed_memory()  # both frameworks share this process and its allocator
     sys.exit(any(r["status"] != "ok" for r in main()["rows"]))

@@ -5,14 +5,14 @@ import os
 
 import jax
 
-from vdm_jax.memory import retain_freed_memory
+from vdm_jax.memory import retain_if_asked
 
 
 def init_runtime(**distributed) -> None:
-    """Freed memory kept in the process (:func:`vdm_jax.memory.retain_freed_memory`), logging,
-    multi-host initialisation (``init_distributed(**distributed)``), and a persistent
+    """Freed memory kept in the process if asked (:func:`vdm_jax.memory.retain_if_asked`),
+    logging, multi-host initialisation (``init_distributed(**distributed)``), and a persistent
     compilation cache so repeated runs skip recompiling."""
-    retain_freed_memory()
+    retain_if_asked()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", force=True)
     for noisy in ("absl", "orbax", "jax._src"):

@@ -14,7 +14,7 @@ from vdm_jax import memory
 _CHILD = """
 import ctypes, json, resource, sys
 from vdm_jax import memory
-retained = memory.retain_freed_memory() if sys.argv[1] == "retain" else False
+retained = memory.retain_if_asked()
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -31,19 +31,19 @@ print(json.dumps({"retained": retained, "faults": faults,
 """
 
 
-def _child(mode: str, **env) -> dict:
-    result = subprocess.run([sys.executable, "-c", _CHILD, mode], capture_output=True, text=True,
-                            check=True, env={**os.environ, **env})
+def _child(asked: str) -> dict:
+    env = {**os.environ, memory.OPT_IN_ENV: asked}
+    result = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True,
+                            check=True, env=env)
     return json.loads(result.stdout)
 
 
 @pytest.mark.skipif(memory._glibc() is None, reason="glibc's allocator only")
 def test_retained_memory_is_reused_without_page_faults():
     pages = (256 << 20) // 4096
-    default = _child("default")
-    kept = _child("retain")
+    default = _child("0")
+    kept = _child("1")
     assert not default["retained"] and not default["reported"]
     assert kept["retained"] and kept["reported"]
     assert default["faults"][1] > pages // 100  # mapped afresh: faults again (2 MB pages or 4 KB)
     assert kept["faults"][1] < pages // 1000  # the first round's pages, reused
-    assert _child("retain", VDM_JAX_MALLOC_DEFAULTS="1")["retained"] is False

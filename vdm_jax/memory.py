@@ -9,15 +9,18 @@ taken back costs more again: on the 2-core VM of the README's benchmarks that UN
 
 :func:`retain_freed_memory` sets glibc's allocator to serve every allocation from its main heap
 and never give memory back to the kernel, so each call reuses the pages of the one before: the
-same step then takes 2.7 to 3.0 s either way. The cost is that the process holds its peak
-memory until it exits. The training, sampling and benchmark scripts call it first thing; set
-``VDM_JAX_MALLOC_DEFAULTS=1`` to keep glibc's defaults. It does nothing off glibc.
+same step then takes 2.7 to 3.0 s either way. It has costs: the process holds its peak memory
+until it exits, and with one arena the threads wait for each other's small allocations, which
+slows convolution-heavy programs (the causal VAE's encode+decode of the benchmark, 1.9 -> 2.4 s).
+So it is opt-in: the scripts call it when ``VDM_JAX_RETAIN_FREED_MEMORY=1``, and
+``bench/vs_diffusers.py --retain-freed-memory`` times both frameworks under it. It does nothing
+off glibc.
 """
 
 import ctypes
 import os
 
-KEEP_DEFAULTS_ENV = "VDM_JAX_MALLOC_DEFAULTS"
+OPT_IN_ENV = "VDM_JAX_RETAIN_FREED_MEMORY"
 # mallopt parameters (glibc's malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 # One arena: threads' own arenas live in mapped heaps that glibc shrinks with madvise. No mmap:
@@ -42,10 +45,15 @@ def retain_freed_memory() -> bool:
 
     Call it before the first jax computation: threads that already hold an arena of their own
     keep it."""
-    libc = None if os.environ.get(KEEP_DEFAULTS_ENV) == "1" else _glibc()
+    libc = _glibc()
     if libc is not None:
         _state["retaining"] = all(libc.mallopt(p, value) == 1 for p, value in SETTINGS)
     return _state["retaining"]
+
+
+def retain_if_asked() -> bool:
+    """:func:`retain_freed_memory` if ``VDM_JAX_RETAIN_FREED_MEMORY=1``; True if applied."""
+    return os.environ.get(OPT_IN_ENV) == "1" and retain_freed_memory()
 
 
 def retaining_freed_memory() -> bool:
