@@ -70,6 +70,9 @@ def _sum_to(a, shape):
     return jnp.sum(a, axis=axes, keepdims=True)
 
 
+_F32_SUM = {"preferred_element_type": jnp.float32}  # dk, dv add up over blocks in float32
+
+
 def _attention_bwd(residuals, d_out):
     q, k, v, bias, mask, out, (peak, total) = residuals
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
@@ -78,7 +81,7 @@ def _attention_bwd(residuals, d_out):
         row_mask, d_rows = _rows_of(mask, rows), d_out[:, :, rows]
         logits = _logits(q[:, :, rows], k, _rows_of(bias, rows), row_mask)
         probs = _probabilities(logits, peak[:, :, rows], total[:, :, rows])
-        dv = dv + jnp.einsum("bhnm,bhnd->bhmd", probs.astype(v.dtype), d_rows)
+        dv = dv + jnp.einsum("bhnm,bhnd->bhmd", probs.astype(v.dtype), d_rows, **_F32_SUM)
         d_probs = jnp.einsum("bhnd,bhmd->bhnm", d_rows, v).astype(jnp.float32)
         d_logits = probs * (d_probs - delta[:, :, rows])
         if row_mask is not None:
@@ -87,7 +90,7 @@ def _attention_bwd(residuals, d_out):
             d_bias.append(_sum_to(d_logits, _rows_of(bias, rows).shape))
         d_logits = d_logits.astype(q.dtype)
         dq.append(jnp.einsum("bhnm,bhmd->bhnd", d_logits, k))
-        dk = dk + jnp.einsum("bhnm,bhnd->bhmd", d_logits, q[:, :, rows])
+        dk = dk + jnp.einsum("bhnm,bhnd->bhmd", d_logits, q[:, :, rows], **_F32_SUM)
     scale = q.shape[-1] ** -0.5
     dq = jnp.concatenate(dq, axis=2) * scale
     if bias is not None:
