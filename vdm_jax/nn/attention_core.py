@@ -108,10 +108,27 @@ def _heads_first_attention(q, k, v, bias, mask):
 _heads_first_attention.defvjp(_attention_fwd, _attention_bwd)
 
 
+def _varying_axes(a) -> frozenset:
+    """The manual mesh axes (inside ``shard_map``) over which ``a`` differs between devices."""
+    manual = getattr(jax.typeof(a), "manual_axis_type", None)
+    return manual.varying if manual is not None else frozenset()
+
+
+def _vary_alike(*arrays):
+    """``arrays`` (None passes) marked as varying over the union of their manual axes. Inside
+    ``shard_map`` a custom VJP's gradients must vary as its inputs do; marking a replicated
+    input here lets autodiff sum its gradient over the devices, outside the custom VJP."""
+    axes = frozenset().union(*(_varying_axes(a) for a in arrays if a is not None))
+    return tuple(a if a is None or _varying_axes(a) == axes
+                 else jax.lax.pcast(a, tuple(sorted(axes - _varying_axes(a))), to="varying")
+                 for a in arrays)
+
+
 def _row_blocked_attention(q, k, v, bias, mask):
     """Heads-first einsum attention (faster than the generic path on CPU, measured ~2x
     forward) with the blocked forward and backward passes above."""
     q, k, v = (rearrange(a, "b n h d -> b h n d") for a in (q, k, v))
+    q, k, v, bias = _vary_alike(q, k, v, bias)
     out = _heads_first_attention(q, k, v, bias, mask)
     return rearrange(out, "b h n d -> b n h d")
 
