@@ -73,6 +73,15 @@ def _sum_to(a, shape):
 _F32_SUM = {"preferred_element_type": jnp.float32}  # dk, dv add up over blocks in float32
 
 
+def _keys_first(scores):
+    """``(b, h, n, m) -> (b, h, m, n)``, materialised. XLA's CPU runtime runs a batched matmul
+    that contracts its left operand's rows (``p^T dO`` for dv, ``dS^T q`` for dk) one batch
+    entry at a time, ~10x slower than the same product on row-major operands; the barrier
+    keeps XLA from folding the transpose back into the matmul. UNet3D training step, fault-free
+    memory, separate processes: 3.4-3.8 s -> 2.9-3.0 s."""
+    return jax.lax.optimization_barrier(jnp.swapaxes(scores, -1, -2))
+
+
 def _attention_bwd(residuals, d_out):
     q, k, v, bias, mask, out, (peak, total) = residuals
     delta = jnp.sum(d_out.astype(jnp.float32) * out.astype(jnp.float32), -1, keepdims=True)
@@ -81,7 +90,8 @@ def _attention_bwd(residuals, d_out):
         row_mask, d_rows = _rows_of(mask, rows), d_out[:, :, rows]
         logits = _logits(q[:, :, rows], k, _rows_of(bias, rows), row_mask)
         probs = _probabilities(logits, peak[:, :, rows], total[:, :, rows])
-        dv = dv + jnp.einsum("bhnm,bhnd->bhmd", probs.astype(v.dtype), d_rows, **_F32_SUM)
+        dv = dv + jnp.einsum("bhmn,bhnd->bhmd", _keys_first(probs.astype(v.dtype)), d_rows,
+                             **_F32_SUM)
         d_probs = jnp.einsum("bhnd,bhmd->bhnm", d_rows, v).astype(jnp.float32)
         d_logits = probs * (d_probs - delta[:, :, rows])
         if row_mask is not None:
@@ -90,7 +100,8 @@ def _attention_bwd(residuals, d_out):
             d_bias.append(_sum_to(d_logits, _rows_of(bias, rows).shape))
         d_logits = d_logits.astype(q.dtype)
         dq.append(jnp.einsum("bhnm,bhmd->bhnd", d_logits, k))
-        dk = dk + jnp.einsum("bhnm,bhnd->bhmd", d_logits, q[:, :, rows], **_F32_SUM)
+        dk = dk + jnp.einsum("bhmn,bhnd->bhmd", _keys_first(d_logits), q[:, :, rows],
+                             **_F32_SUM)
     scale = q.shape[-1] ** -0.5
     dq = jnp.concatenate(dq, axis=2) * scale
     if bias is not None:
