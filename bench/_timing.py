@@ -11,7 +11,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from vdm_jax.memory import retaining_freed_memory
+from vdm_jax.memory import keeping_freed_memory
 
 
 def cpu_model() -> str:
@@ -35,8 +35,8 @@ def machine(torch) -> dict:
             "jax": jax.__version__,
             "jax_device": str(jax.devices()[0]), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "diffusers": diffusers.__version__,
-            "allocator": ("freed memory kept (vdm_jax.memory)" if retaining_freed_memory()
-                          else "default")}
+            "allocator": ("freed memory kept (vdm_jax.memory)" if keeping_freed_memory()
+                          else "glibc defaults, async dispatch")}
 
 
 def alternating_medians(fns: dict[str, Callable[[], object]], repeats: int,

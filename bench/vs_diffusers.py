@@ -2,7 +2,7 @@
 
 Run: PYTHONPATH=. .venv/bin/python bench/vs_diffusers.py
      [--models latte,unet3d,causal_vae,image_vae] [--repeats 5] [--quick] [--json OUT]
-     [--torch-threads N] [--retain-freed-memory]
+     [--torch-threads N] [--malloc-defaults]
 
 For each model with a diffusers counterpart (configurations in ``bench/_diffusers_cases.py``):
 build the diffusers module with random weights, ``save_pretrained`` it, load it with
@@ -19,9 +19,12 @@ process, alternating one call of each per round, after a warm-up round, median o
 * causal_vae (CogVideoX VAE) and image_vae (SD VAE on every frame): encode, posterior mode,
   decode.
 
-torch runs with ``torch.set_num_threads(os.cpu_count())`` (``--torch-threads`` changes it), in
-eval mode, under ``no_grad`` for the forward-only rows; the jax side is the jitted function
-(compile time reported apart, as lower + compile seconds), waited on with ``block_until_ready``.
+Both frameworks share the process's allocator: freed memory is kept in it
+(:func:`vdm_jax.memory.keep_freed_memory`, as the scripts do on CPU) unless
+``--malloc-defaults``. torch runs with ``torch.set_num_threads(os.cpu_count())``
+(``--torch-threads`` changes it), in eval mode, under ``no_grad`` for the forward-only rows;
+the jax side is the jitted function (compile time reported apart, as lower + compile seconds),
+waited on with ``block_until_ready``.
 
 FLOPs, for both frameworks' GFLOP/s, come from XLA's cost analysis of the compiled jax program.
 It counts a loop's body once, so when the compiled program still has a loop (Latte's scanned
@@ -48,7 +51,7 @@ from bench._timing import (
     machine,
     matmul_peak,
 )
-from vdm_jax.memory import retain_freed_memory
+from vdm_jax.memory import keep_freed_memory
 
 COMMAND = "PYTHONPATH=. .venv/bin/python bench/vs_diffusers.py"
 MAX_REL_ERROR = 1e-3
@@ -62,8 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
     parser.add_argument("--quick", action="store_true", help="tiny configurations (smoke test)")
     parser.add_argument("--json", metavar="OUT", help="write the machine, peak and rows here")
-    parser.add_argument("--retain-freed-memory", action="store_true",
-                        help="glibc keeps freed memory in the process (vdm_jax.memory)")
+    parser.add_argument("--malloc-defaults", action="store_true",
+                        help="glibc's default allocator settings and jax's async CPU dispatch "
+                        "(default: freed memory kept in the process, vdm_jax.memory)")
     parser.add_argument("--torch-threads", type=int, default=os.cpu_count(),
                         help="torch.set_num_threads (default: every core; jax always uses all)")
     args = parser.parse_args(argv)
@@ -167,7 +171,7 @@ def flop_notes(rows: list[dict]) -> list[str]:
 def rerun_command(args: argparse.Namespace) -> str:
     cmd = f"{COMMAND} --models {','.join(args.models)} --repeats {args.repeats}"
     cmd += " --quick" if args.quick else ""
-    cmd += " --retain-freed-memory" if args.retain_freed_memory else ""
+    cmd += " --malloc-defaults" if args.malloc_defaults else ""
     cmd += f" --torch-threads {args.torch_threads}" if args.torch_threads != os.cpu_count() else ""
     return cmd + (f" --json {args.json}" if args.json else "")
 
@@ -188,8 +192,8 @@ def print_header(info: dict, peak: dict) -> None:
 def main(argv=None) -> dict:
     """Runs the benchmark; returns ``{"machine", "matmul_peak", "rows", "command"}``."""
     args = parse_args(argv)
-    if args.retain_freed_memory:  # both frameworks share this process and its allocator
-        retain_freed_memory()
+    if not args.malloc_defaults:  # both frameworks share this process and its allocator
+        keep_freed_memory()
     import diffusers
     import torch
 

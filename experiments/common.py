@@ -5,19 +5,23 @@ import os
 
 import jax
 
-from vdm_jax.memory import retain_if_asked
+from vdm_jax import memory
 
 
 def init_runtime(**distributed) -> None:
-    """Freed memory kept in the process if asked (:func:`vdm_jax.memory.retain_if_asked`),
-    logging, multi-host initialisation (``init_distributed(**distributed)``), and a persistent
-    compilation cache so repeated runs skip recompiling."""
-    retain_if_asked()
+    """Freed memory kept in the process on CPU (:mod:`vdm_jax.memory`; opt out with
+    ``VDM_JAX_MALLOC_DEFAULTS=1``), logging, multi-host initialisation
+    (``init_distributed(**distributed)``), and a persistent compilation cache so repeated runs
+    skip recompiling."""
+    if not memory.opted_out():
+        memory.run_cpu_programs_inline()  # before the backend starts
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S", force=True)
     for noisy in ("absl", "orbax", "jax._src"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     multi_process = init_distributed(**distributed)
+    if not memory.opted_out() and jax.default_backend() == "cpu":
+        memory.keep_freed_heap()
     cache = os.environ.get("VDM_JAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/vdm_jax/xla"))
     if multi_process and jax.default_backend() == "cpu":
         # Only process 0 writes cache entries and on CPU the other processes' keys differ, so

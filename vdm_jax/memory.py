@@ -1,33 +1,44 @@
 """Keeping freed memory in the process, for CPU runs whose every step allocates gigabytes.
 
-XLA's CPU runtime maps one buffer for all of a program's temporaries at every call (3 GB for
-the ModelScope UNet's training step in ``bench/vs_diffusers.py``) and unmaps it when the call
-ends, so each call faults every page in afresh (0.8 to 1 million faults and 1.5 to 2 s of
-kernel time for that step). On a virtual machine that hands freed pages back to its host, a
-page the host has taken back costs more again: on the 2-core VM of the README's benchmarks that
-UNet step takes 2.8 s when calls come back to back and 3.8 to 4.0 s when they are 4 s apart.
+XLA's CPU runtime allocates one buffer for all of a program's temporaries at every call (3 GB
+for the ModelScope UNet's training step in ``bench/vs_diffusers.py``) and frees it when the call
+ends. glibc serves a block that large with a fresh ``mmap`` and unmaps it on free, so every call
+faults every page in again: 0.9 million faults and 5.5 s of kernel time per step for that UNet
+on a 2-core VM, where the step itself takes 4 s of wall time without them.
 
-:func:`retain_freed_memory` sets glibc's allocator to serve every allocation from its main heap
-and never give memory back to the kernel, so each call reuses the pages of the one before: the
-same step then takes 2.7 to 3.1 s either way. It has costs: the process holds its peak memory
-until it exits, and with one arena the threads wait for each other's small allocations, which
-slows convolution-heavy programs (the causal VAE's encode+decode of the benchmark, 1.9 -> 2.4 s).
-So it is opt-in: the scripts call it when ``VDM_JAX_RETAIN_FREED_MEMORY=1``, and
-``bench/vs_diffusers.py --retain-freed-memory`` times both frameworks under it. It does nothing
-off glibc.
+:func:`keep_freed_memory` stops that in two parts, both needed:
+
+- glibc's main heap serves blocks of any size (no ``mmap``) and never hands its free top back
+  to the kernel (no trim), so a freed temporaries buffer is there, faulted in, for the next call;
+- jax runs CPU programs on the calling thread (``jax_cpu_enable_async_dispatch=False``). With
+  async dispatch they run on a runtime thread whose allocations come from a per-thread arena,
+  and such an arena maps any block too large for its 64 MiB heaps whatever the settings above.
+  Leaving the other threads their own arenas keeps their small allocations from contending for
+  one lock (limiting glibc to one arena instead slowed the causal VAE's convolutions by ~20%).
+
+Measured on a 2-core AMD EPYC VM, jax only, median of 4 calls (``bench/vs_diffusers.py``'s
+models): UNet3D training step 7.5 s -> 4.1 s, Latte's 14.3 s -> 12.4 s, causal VAE
+encode+decode unchanged (3.6 s -> 3.5 s), the ``tiny`` demo's training step 277-335 ms -> 236 ms.
+The cost: the process keeps its peak heap until it exits, and Python waits for each CPU
+computation (which on a saturated CPU overlaps little anyway). Accelerator backends are not
+touched: the dispatch setting is the CPU client's only.
+
+The scripts (the allocator part on the CPU backend only) and the benchmarks apply it by
+default; ``VDM_JAX_MALLOC_DEFAULTS=1`` opts out. Off glibc only the dispatch setting applies.
 """
 
 import ctypes
 import os
 
-OPT_IN_ENV = "VDM_JAX_RETAIN_FREED_MEMORY"
+import jax
+
+OPT_OUT_ENV = "VDM_JAX_MALLOC_DEFAULTS"
 # mallopt parameters (glibc's malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-# One arena: a thread's own arena maps a block too large for its heap whatever M_MMAP_MAX says
-# (XLA's temporaries are allocated on worker threads). No mmap: every block comes from the main
-# heap. Trim threshold SIZE_MAX (-1 as glibc's size_t): never hand the heap's free top back.
-SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
-_state = {"retaining": False}
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+# No mmap: every block of the main arena comes from its heap. Trim threshold SIZE_MAX (-1 as
+# glibc's size_t): never hand the heap's free top back.
+SETTINGS = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
+_state = {"keeping": False}
 
 
 def _glibc():
@@ -40,22 +51,31 @@ def _glibc():
         return None
 
 
-def retain_freed_memory() -> bool:
-    """Applies :data:`SETTINGS` to glibc's allocator (see the module doc); True if it did.
+def run_cpu_programs_inline() -> None:
+    """CPU programs run on the calling thread; takes effect only before jax starts its CPU
+    backend (the setting is read when the client is made)."""
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
 
-    Call it before the first jax computation: threads that already hold an arena of their own
-    keep it."""
+
+def keep_freed_heap() -> bool:
+    """Applies :data:`SETTINGS` to glibc's allocator; True if it took them."""
     libc = _glibc()
     if libc is not None:
-        _state["retaining"] = all(libc.mallopt(p, value) == 1 for p, value in SETTINGS)
-    return _state["retaining"]
+        _state["keeping"] = all(libc.mallopt(p, value) == 1 for p, value in SETTINGS)
+    return _state["keeping"]
 
 
-def retain_if_asked() -> bool:
-    """:func:`retain_freed_memory` if ``VDM_JAX_RETAIN_FREED_MEMORY=1``; True if applied."""
-    return os.environ.get(OPT_IN_ENV) == "1" and retain_freed_memory()
+def keep_freed_memory() -> bool:
+    """Both parts of the module doc: call it before the first jax computation. True if the
+    allocator took the settings."""
+    run_cpu_programs_inline()
+    return keep_freed_heap()
 
 
-def retaining_freed_memory() -> bool:
-    """Whether :func:`retain_freed_memory` has set up this process."""
-    return _state["retaining"]
+def opted_out() -> bool:
+    return os.environ.get(OPT_OUT_ENV) == "1"
+
+
+def keeping_freed_memory() -> bool:
+    """Whether :func:`keep_freed_heap` has set up this process."""
+    return _state["keeping"]
