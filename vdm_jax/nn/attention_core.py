@@ -4,6 +4,12 @@ context-parallel schemes of :mod:`vdm_jax.nn.attention_cp` run on each device's 
 import jax
 import jax.numpy as jnp
 from einops import rearrange
+from jax.ad_checkpoint import checkpoint_name
+
+# Names of what the backward pass reads besides q, k, v: the remat policies of
+# :mod:`vdm_jax.nn.remat` keep them, or a rematerialised block would run the whole attention
+# forward again only to rebuild them (and the backward pass then recomputes the scores anyway).
+RESIDUAL_NAMES = ("attention_out", "attention_stats")
 
 # Same large finite negative as jax.nn.dot_product_attention: no NaN on fully masked rows.
 MASKED_LOGIT = -0.7 * float(jnp.finfo(jnp.float32).max)
@@ -59,8 +65,9 @@ def _attention_fwd(q, k, v, bias, mask):
         totals.append(jnp.sum(jnp.exp(logits - peaks[-1]), axis=-1, keepdims=True))
         probs = _probabilities(logits, peaks[-1], totals[-1])
         outs.append(jnp.einsum("bhnm,bhmd->bhnd", probs.astype(v.dtype), v))
-    out = jnp.concatenate(outs, axis=2)
-    stats = jnp.concatenate(peaks, axis=2), jnp.concatenate(totals, axis=2)
+    out = checkpoint_name(jnp.concatenate(outs, axis=2), RESIDUAL_NAMES[0])
+    stats = tuple(checkpoint_name(jnp.concatenate(s, axis=2), RESIDUAL_NAMES[1])
+                  for s in (peaks, totals))
     return out, (q, k, v, bias, mask, out, stats)
 
 
