@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= workdir/demo
+# The suite runs on this many pytest-xdist workers, a test file to each (its module fixtures
+# compile once): most tests are compile-bound and XLA compiles on one thread.
+TEST_WORKERS ?= 2
 DEPS_HASH := $(shell cat pyproject.toml | sha1sum | cut -c1-12)
 CORE_STAMP := $(VENV)/.core-$(DEPS_HASH)
 TEST_STAMP := $(VENV)/.test-$(DEPS_HASH)
@@ -33,7 +36,7 @@ demo: $(CORE_STAMP)
 
 # pytest exits 5 when it collects no tests; that is not a failure of the suite.
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check vdm_jax experiments configs tests bench
