@@ -17,12 +17,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 
 COMMAND = "PYTHONPATH=. .venv/bin/python bench/xla_cpu_flags.py"
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _YNN = "--xla_cpu_experimental_ynn_fusion_type="
 # name -> environment of the child; vdm_jax's own setting is whatever importing it chooses.
 SETTINGS = {
@@ -39,7 +36,6 @@ def child(models: list[str], repeats: int, size: str) -> None:
 
     keep_freed_memory()
     import diffusers
-    import jax
     import torch
 
     from bench._diffusers_cases import BUILDERS, CONFIGS
@@ -53,21 +49,15 @@ def child(models: list[str], repeats: int, size: str) -> None:
             compiled, _ = compile_timed(p.jax_fn, *p.jax_args)
             times[f"{name} {p.name}"] = alternating_medians(
                 {"call": blocking(compiled, *p.jax_args)}, repeats)["call"]
-    print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""),
-                      "jax": jax.__version__, "times": times}))
+    print(json.dumps({"xla_flags": os.environ.get("XLA_FLAGS", ""), "times": times}))
 
 
 def run_child(setting: str, models: list[str], repeats: int, quick: bool) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", "VDM_JAX_XLA_DEFAULTS")}
-    env.update(SETTINGS[setting])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
-    command = [sys.executable, __file__, "--child", "--models", ",".join(models),
-               "--repeats", str(repeats)] + (["--quick"] if quick else [])
-    out = subprocess.run(command, env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{setting} child failed:\n{out.stderr[-4000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from bench._timing import child_json
+
+    return child_json(__file__, ["--child", "--models", ",".join(models), "--repeats",
+                                 str(repeats)] + (["--quick"] if quick else []),
+                      SETTINGS[setting])
 
 
 def main(argv=None) -> dict:
