@@ -12,6 +12,8 @@ shapes for reference. Prints ms per convolution and the ratio default / vdm_jax.
 import argparse
 import json
 import os
+import subprocess
+import sys
 
 COMMAND = "PYTHONPATH=. .venv/bin/python bench/conv_cpu.py"
 # (frames, size, input channels, output channels, kernel): image VAE and causal-VAE layers.
@@ -56,10 +58,11 @@ def torch_times(repeats: int) -> list[float]:
 
 
 def child(setting: str, repeats: int) -> list[float]:
-    from bench._timing import child_json
-
-    return child_json(__file__, ["--child", "--repeats", str(repeats)],
-                      {"VDM_JAX_XLA_DEFAULTS": "1" if setting == "default" else "0"})
+    env = dict(os.environ, VDM_JAX_XLA_DEFAULTS="1" if setting == "default" else "0")
+    env.pop("XLA_FLAGS", None)
+    run = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(repeats)],
+                         env=env, check=True, capture_output=True, text=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
