@@ -5,6 +5,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -79,6 +81,23 @@ def matmul_peak(torch, n: int, repeats: int) -> dict[str, float]:
                                 "torch.mm": lambda: torch.mm(ta, tb)}, max(repeats, 5))
     rates = {name: 2 * n**3 / s / 1e9 for name, s in secs.items()}
     return {**rates, "peak": max(rates.values()), "n": n}
+
+
+def child_json(script: str, args: list[str], env: dict[str, str]) -> object:
+    """Runs ``script args`` in a fresh Python process (XLA reads its flags once per process)
+    with jax's XLA settings taken from ``env`` alone (``XLA_FLAGS`` and
+    ``VDM_JAX_XLA_DEFAULTS`` of this process dropped) and the repository importable; returns
+    the JSON on its last line of output. A failing child raises with its stderr."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    child_env = {k: v for k, v in os.environ.items()
+                 if k not in ("XLA_FLAGS", "VDM_JAX_XLA_DEFAULTS")}
+    child_env.update(env)
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, child_env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, script, *args], env=child_env, capture_output=True,
+                         text=True)
+    if out.returncode:
+        raise RuntimeError(f"{script} {' '.join(args)} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def finish_report(report: dict, json_path: str | None) -> dict:

@@ -12,8 +12,6 @@ shapes for reference. Prints ms per convolution and the ratio default / vdm_jax.
 import argparse
 import json
 import os
-import subprocess
-import sys
 
 COMMAND = "PYTHONPATH=. .venv/bin/python bench/conv_cpu.py"
 # (frames, size, input channels, output channels, kernel): image VAE and causal-VAE layers.
@@ -58,11 +56,10 @@ def torch_times(repeats: int) -> list[float]:
 
 
 def child(setting: str, repeats: int) -> list[float]:
-    env = dict(os.environ, VDM_JAX_XLA_DEFAULTS="1" if setting == "default" else "0")
-    env.pop("XLA_FLAGS", None)
-    run = subprocess.run([sys.executable, __file__, "--child", "--repeats", str(repeats)],
-                         env=env, check=True, capture_output=True, text=True)
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    from bench._timing import child_json
+
+    return child_json(__file__, ["--child", "--repeats", str(repeats)],
+                      {"VDM_JAX_XLA_DEFAULTS": "1" if setting == "default" else "0"})
 
 
 def main() -> None:

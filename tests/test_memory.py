@@ -2,6 +2,7 @@
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ from vdm_jax import memory
 
 ROOT = Path(__file__).resolve().parents[1]
 # A child process calls a jitted program with 64 MiB of temporaries (an outer product that a
-# matmul must read materialised) seven times and prints the page faults of the last call.
+# matmul must read materialised) 16 times and prints the page faults of each of the last 8.
+# In the first calls a kept heap can still grow by another 64 MiB now and then, when other
+# allocations have split the freed block (glibc's mallinfo2 shows 94 MiB free in the heap
+# before such a call): the test asks that most calls after those fault nothing new.
 _CHILD = """
 import json, resource, sys
 from vdm_jax import memory
@@ -22,12 +26,12 @@ import jax, jax.numpy as jnp
 x = jnp.linspace(0.0, 1.0, 4096)
 w = jnp.outer(x, x[:16])
 f = jax.jit(lambda x, w: (jnp.outer(x, x) @ w, jnp.outer(x, x).T @ w))
-for _ in range(6):  # the heap settles after the first calls
+faults = []
+for _ in range(16):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     jax.block_until_ready(f(x, w))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-jax.block_until_ready(f(x, w))
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(json.dumps({"kept": kept, "faults": faults, "reported": memory.keeping_freed_memory()}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": faults[8:], "reported": memory.keeping_freed_memory()}))
 """
 
 
@@ -43,8 +47,10 @@ def test_kept_memory_serves_the_next_call_without_page_faults():
     default, kept = (_child(s) for s in ("", "keep_freed_memory"))
     assert not default["kept"] and not default["reported"]
     assert kept["kept"] and kept["reported"]
-    assert default["faults"] > pages // 100  # mapped afresh: faults again (2 MB pages or 4 KB)
-    assert kept["faults"] < pages // 10  # the previous call's pages, reused
+    # mapped afresh at (nearly) every call: faults again (2 MB pages or 4 KB)
+    assert statistics.median(default["faults"]) > pages // 100, default["faults"]
+    # the previous calls' pages, reused
+    assert statistics.median(kept["faults"]) < pages // 10, kept["faults"]
 
 
 _SCRIPT_CHILD = """

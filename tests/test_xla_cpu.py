@@ -1,10 +1,10 @@
-"""vdm_jax/_xla_cpu.py: the XLA CPU convolution flag goes in only where it was measured to help
+"""vdm_jax/_xla_cpu.py: the XLA CPU flag goes in only where it was measured to help
 and never over a user's own setting."""
 
 import os
 
 from vdm_jax._xla_cpu import (
-    EIGEN_CONVOLUTIONS,
+    EIGEN_KERNELS,
     KEEP_DEFAULTS_ENV,
     cpu_flags_to_add,
     jaxlib_release,
@@ -12,9 +12,9 @@ from vdm_jax._xla_cpu import (
 
 
 def test_flag_added_for_jaxlib_0_10_only():
-    assert cpu_flags_to_add("", (0, 10), keep_defaults=False) == EIGEN_CONVOLUTIONS
+    assert cpu_flags_to_add("", (0, 10), keep_defaults=False) == EIGEN_KERNELS
     assert cpu_flags_to_add("--xla_force_host_platform_device_count=8", (0, 10), False) \
-        == EIGEN_CONVOLUTIONS
+        == EIGEN_KERNELS
     for release in [(0, 9), (0, 11), (1, 0), None]:
         assert cpu_flags_to_add("", release, keep_defaults=False) == ""
 

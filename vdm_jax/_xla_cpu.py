@@ -1,9 +1,13 @@
 """An XLA CPU setting applied when vdm_jax is imported (before jax starts its CPU backend).
 
-jaxlib 0.10 hands every convolution on CPU to YNNPACK, whose kernels run the convolutions of
-our autoencoders and UNets at about half the speed of XLA's own (Eigen) ones on x86
-(``bench/conv_cpu.py``); jaxlib 0.11's YNNPACK convolutions are faster than both, so only 0.10
-is changed. Results are unchanged up to float rounding.
+jaxlib 0.10 hands every convolution and every lone matmul on CPU to YNNPACK. Its convolutions
+run those of our autoencoders and UNets at about half the speed of XLA's own (Eigen) ones on
+x86 (``bench/conv_cpu.py``). With Eigen's matmuls too, Latte's training step of
+``bench/vs_diffusers.py`` runs 1.06x faster and the ModelScope UNet's forward 1.13x, the rest
+unchanged within noise (``bench/xla_cpu_flags.py``, 2-core x86). YNNPACK keeps the matmuls it
+fuses with their neighbours (a LayerNorm before a projection, the softmax around attention's).
+jaxlib 0.11's YNNPACK convolutions are faster than both, so only 0.10 is changed. Results are
+unchanged up to float rounding.
 
 The flag goes into ``XLA_FLAGS``, which jax reads when it first starts a backend, so it takes
 effect only if vdm_jax is imported before the first jax computation. It is left out when
@@ -13,8 +17,9 @@ effect only if vdm_jax is imported before the first jax computation. It is left 
 import importlib.metadata
 import os
 
-EIGEN_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
-SLOW_YNN_CONVOLUTIONS = ((0, 10),)  # jaxlib (major, minor) releases measured slower
+EIGEN_KERNELS = ("--xla_cpu_experimental_ynn_fusion_type="
+                 "-individual_convolution,-individual_dot")
+SLOWER_YNN_RELEASES = ((0, 10),)  # jaxlib (major, minor) releases measured slower
 KEEP_DEFAULTS_ENV = "VDM_JAX_XLA_DEFAULTS"
 
 
@@ -29,13 +34,13 @@ def jaxlib_release() -> tuple[int, int] | None:
 
 def cpu_flags_to_add(xla_flags: str, release: tuple[int, int] | None, keep_defaults: bool) -> str:
     """The flag to append to ``xla_flags`` ("" for none)."""
-    if keep_defaults or release not in SLOW_YNN_CONVOLUTIONS or "ynn_fusion_type" in xla_flags:
+    if keep_defaults or release not in SLOWER_YNN_RELEASES or "ynn_fusion_type" in xla_flags:
         return ""
-    return EIGEN_CONVOLUTIONS
+    return EIGEN_KERNELS
 
 
-def prefer_eigen_convolutions() -> None:
-    """Appends :data:`EIGEN_CONVOLUTIONS` to ``XLA_FLAGS`` where it helps (see module doc)."""
+def prefer_eigen_kernels() -> None:
+    """Appends :data:`EIGEN_KERNELS` to ``XLA_FLAGS`` where it helps (see module doc)."""
     current = os.environ.get("XLA_FLAGS", "")
     extra = cpu_flags_to_add(current, jaxlib_release(), os.environ.get(KEEP_DEFAULTS_ENV) == "1")
     if extra:

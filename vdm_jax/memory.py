@@ -16,6 +16,10 @@ on a 2-core VM, where the step itself takes 4 s of wall time without them.
   Leaving the other threads their own arenas keeps their small allocations from contending for
   one lock (limiting glibc to one arena instead slowed the causal VAE's convolutions by ~20%).
 
+The heap may still grow by another temporaries buffer a few times in the first calls, when
+other allocations have split the freed one (a program with 64 MiB of temporaries settles at 2-3
+buffers' worth of heap within about five calls); from then on calls fault nothing new.
+
 Measured on a 2-core AMD EPYC VM, jax only, median of 4 calls (``bench/vs_diffusers.py``'s
 models): UNet3D training step 7.5 s -> 4.1 s, Latte's 14.3 s -> 12.4 s, causal VAE
 encode+decode unchanged (3.6 s -> 3.5 s), the ``tiny`` demo's training step 277-335 ms -> 236 ms.
